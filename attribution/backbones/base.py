@@ -1,0 +1,63 @@
+"""The backbone contract: preprocessed pixels in, L2-normalised multi-layer features out."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+
+from ..transform import ImageTransform, PreprocessCfg, image_transform
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Backbone(ABC):
+    """A frozen feature extractor.
+
+    Subclasses implement :meth:`_forward_layers`, returning one pooled ``(n, d_l)`` tensor per
+    requested layer. :meth:`encode` L2-normalises each layer's vector, concatenates them (scaled so
+    the whole vector has unit norm) and averages the views (crops) of each image.
+    """
+
+    family: str = ""
+
+    def __init__(self, backbone_id: str, layers: Sequence[str], preprocess_cfg: PreprocessCfg,
+                 device: str | torch.device | None = None) -> None:
+        self.id = backbone_id
+        self.layers = tuple(layers)
+        if not self.layers:
+            raise ValueError("at least one layer is needed")
+        self.preprocess_cfg = preprocess_cfg
+        self.transform: ImageTransform = image_transform(preprocess_cfg)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+
+    @abstractmethod
+    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled features of each layer in ``self.layers`` for a batch ``x`` (n, 3, H, W)."""
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor, n_views: int = 1) -> torch.Tensor:
+        """Features ``(n_images, n_features)`` float32 on CPU for ``x`` of shape ``(n_images * n_views, 3, H, W)``."""
+        x = x.to(self.device, self.dtype, non_blocking=True)
+        parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in self._forward_layers(x)]
+        feats = torch.cat(parts, dim=1) / len(parts) ** 0.5
+        if n_views > 1:
+            feats = feats.view(-1, n_views, feats.shape[1]).mean(dim=1)
+            feats = torch.nn.functional.normalize(feats, dim=1)
+        return feats.cpu()
+
+    def config(self) -> dict[str, Any]:
+        """What a head must record to be used with the same features again."""
+        return {"backbone": self.id, "layers": list(self.layers), "preprocess_cfg": self.preprocess_cfg.to_dict(),
+                **self.extra_config()}
+
+    def extra_config(self) -> dict[str, Any]:
+        """Backbone-specific options that change the features (e.g. pooling)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, layers={list(self.layers)}, device={self.device})"

@@ -1,0 +1,216 @@
+"""Command line: ``python -m attribution predict|train|enroll|verify|zoo``. Calls the public API only.
+
+The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .constants import IMAGE_EXTENSIONS
+
+
+def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar.pop("bar").close()
+
+    return update
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+    """Files as given; folders expanded recursively to their image files (sorted)."""
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+        else:
+            out.append(str(p))
+    return out
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _load(args: argparse.Namespace):
+    from .pipeline import Attributor
+
+    return Attributor.from_pretrained(args.zoo, device=args.device, batch_size=args.batch_size)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    attributor = _load(args)
+    files = expand_inputs(args.paths)
+    outputs = attributor(files, progress=_progress("predict", args.quiet), nearest=args.nearest)
+    if args.json:
+        for out in outputs:
+            _emit(out.to_json())
+    else:
+        width = max([len(o.file or "") for o in outputs] + [4])
+        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'unknown score':>13}")
+        for o in outputs:
+            if o.error:
+                print(f"{o.file:<{width}}  ERROR: {o.error}")
+            else:
+                conf = max(o.scores.values())
+                print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {o.unknown_score:>13.4f}")
+    return 1 if any(o.error for o in outputs) else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    files = expand_inputs(args.paths)
+    if args.whitebox:
+        from .whitebox import WhiteBoxVerifier
+
+        verifier = WhiteBoxVerifier.from_pretrained(args.whitebox, calibration=args.calibration, steps=args.steps)
+        outputs = verifier.verify_files(files, progress=_progress("verify", args.quiet))
+    else:
+        outputs = _load(args).verify(files, args.model, progress=_progress("verify", args.quiet))
+    for o in outputs:
+        if args.json:
+            _emit(o.to_json())
+        elif o.error:
+            print(f"{o.file}  ERROR: {o.error}")
+        else:
+            print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}")
+    return 1 if any(o.error for o in outputs) else 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    attributor = _load(args)
+    result = attributor.enroll(args.name, expand_inputs(args.paths), progress=_progress("enroll", args.quiet))
+    result.saved_to = str(attributor.save_pretrained(args.out).resolve())
+    if args.json:
+        _emit(result.to_json())
+    else:
+        print(f"enrolled {result.name!r} from {result.n_images} images in {result.seconds:.1f} s -> {result.saved_to}")
+        for f, e in result.errors.items():
+            print(f"  skipped {f}: {e}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .backbones import create_backbone
+    from .heads import OpenSetHead
+    from .training import train_head
+    from .transform import PreprocessCfg
+    from . import zoo
+
+    options = {"pool": args.pool} if args.pool else {}
+    backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
+    if args.crops or args.size:
+        cfg = backbone.preprocess_cfg.to_dict()
+        cfg.update({k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
+        backbone = create_backbone(args.backbone, layers=args.layers, device=args.device,
+                                   preprocess_cfg=PreprocessCfg.from_dict(cfg), **options)
+    head = OpenSetHead(n_components=args.n_components)
+    head, summary = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
+                               batch_size=args.batch_size)
+    out = zoo.save_pretrained(args.out, head, backbone.config(), name=Path(args.out).name, training=summary)
+    print(json.dumps({"saved_to": str(out.resolve()), "classes": head.classes_, **summary}))
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    if args.zoo_command == "list":
+        for entry in zoo.list_zoo():
+            detail = entry.get("error") or f"{entry['backbone']}  classes: {', '.join(entry['classes'])}"
+            print(f"{entry['name']:<36} {entry.get('location', '?'):<8} {detail}")
+    elif args.zoo_command == "show":
+        folder = zoo.resolve(args.ref)
+        config = zoo.read_config(folder)
+        print(json.dumps({"path": str(folder), **{k: v for k, v in config.items() if k != "head_state"}}, indent=2))
+    elif args.zoo_command == "push":
+        print(zoo.push_to_hub(args.ref, args.repo_id, token=args.token, private=args.private))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m attribution", description="Which generative model made this image?")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, zoo_arg: bool = True) -> None:
+        if zoo_arg:
+            p.add_argument("--zoo", default=None, help="head name, folder or hf-hub:org/repo (default: the shipped head)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("predict", help="attribute images: real, a known generator or unknown")
+    common(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--nearest", type=int, default=0, help="also list the K nearest known exemplars")
+    p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("verify", help="was each image made by this model?")
+    common(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="a class of the head (black-box)")
+    target.add_argument("--whitebox", help="diffusers pipeline or VAE folder / Hub id (white-box)")
+    p.add_argument("--calibration", default=None, help="white-box calibration JSON")
+    p.add_argument("--steps", type=int, default=50, help="white-box inversion steps")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("enroll", help="add a generator from a few of its images; writes a new head")
+    common(p)
+    p.add_argument("--name", required=True, help="generator name, e.g. midjourney_v6")
+    p.add_argument("--out", required=True, help="folder of the new head")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("train", help="fit a head on a folder-per-class dataset")
+    common(p, zoo_arg=False)
+    p.add_argument("--backbone", default="efficientnet_lite2:imagenet")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. 'real'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--layers", nargs="+", default=None)
+    p.add_argument("--pool", default=None, choices=["mean", "meanstd"])
+    p.add_argument("--crops", type=int, default=None, help="native-resolution crops per image")
+    p.add_argument("--size", type=int, default=None, help="crop size in pixels")
+    p.add_argument("--n-components", type=int, default=128)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("zoo", help="list, show or publish heads")
+    zsub = p.add_subparsers(dest="zoo_command", required=True)
+    zsub.add_parser("list")
+    s = zsub.add_parser("show")
+    s.add_argument("ref")
+    s = zsub.add_parser("push")
+    s.add_argument("ref")
+    s.add_argument("repo_id")
+    s.add_argument("--token", default=None)
+    s.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_zoo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, RuntimeError, OSError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

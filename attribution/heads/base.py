@@ -1,0 +1,62 @@
+"""scikit-learn-style base for heads: parameters from ``__init__``, fitted state in arrays + JSON.
+
+Heads need only NumPy (and scikit-learn to fit). Persistence is split so the zoo can store it without
+pickle: :meth:`BaseHead.state_dict` gives the arrays for ``model.safetensors``, :meth:`BaseHead.meta_dict`
+the JSON-able fitted state for ``config.json``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class NotFittedError(RuntimeError):
+    """A head was used before ``fit``."""
+
+
+class BaseHead:
+    """Common plumbing: ``get_params``, ``state_dict``/``meta_dict`` and ``from_state``."""
+
+    _array_attrs: ClassVar[tuple[str, ...]] = ()
+    _meta_attrs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments, as stored in ``config.json`` under ``head_params``."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def check_is_fitted(self) -> None:
+        if not all(hasattr(self, name) for name in self._array_attrs):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        self.check_is_fitted()
+        return {name: np.ascontiguousarray(getattr(self, name)) for name in self._array_attrs}
+
+    def meta_dict(self) -> dict[str, Any]:
+        self.check_is_fitted()
+        return {name: getattr(self, name) for name in self._meta_attrs}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BaseHead":
+        """Rebuild a fitted head; unknown parameter keys are dropped (forward compatibility)."""
+        names = set(cls._param_names())
+        head = cls(**{k: v for k, v in params.items() if k in names})
+        missing = [n for n in (*cls._array_attrs, *cls._meta_attrs) if n not in arrays and n not in meta]
+        if missing:
+            raise ValueError(f"{cls.__name__} state is missing {missing}")
+        for name in cls._array_attrs:
+            setattr(head, name, np.asarray(arrays[name]))
+        for name in cls._meta_attrs:
+            setattr(head, name, meta[name])
+        return head
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"

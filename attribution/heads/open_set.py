@@ -1,0 +1,256 @@
+"""Open-set attribution head: Gaussian classes with a shared, shrunk covariance (LDA family).
+
+Why this model: the shared within-class covariance is learnt once from the training classes; a class
+is then just a mean in the whitened space. Few-shot enrollment adds a mean (seconds, no refit, old
+classes untouched), class imbalance is neutralised by equal priors and by the posterior-predictive
+correction for classes estimated from few samples, and the same distances give the open-set
+(``unknown``) score and a one-class verification score per generator.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.covariance import ledoit_wolf
+from sklearn.model_selection import StratifiedKFold
+
+from ..constants import UNKNOWN
+from .base import BaseHead
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _fit_temperature(decisions: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of ``softmax(decisions / T)`` (golden search on log T)."""
+    def nll(log_t: float) -> float:
+        p = _softmax(decisions / np.exp(log_t))
+        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+
+    lo, hi = -3.0, 8.0
+    g = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        if nll(a) < nll(b):
+            hi = b
+        else:
+            lo = a
+    return float(np.exp((lo + hi) / 2))
+
+
+class OpenSetHead(BaseHead):
+    """Attribute features to known classes or reject them as ``unknown``.
+
+    Parameters
+    ----------
+    n_components : int
+        PCA dimensions kept before whitening (capped by the data).
+    accept_rate : float
+        Share of held-out known-class images the ``unknown`` threshold must accept (out-of-fold).
+    false_match_rate : float
+        Per-class verification threshold: share of other-class images allowed to match.
+    bank_size : int
+        Exemplars kept per class (whitened) as the negative bank and for nearest-example look-ups.
+    n_folds : int
+        Folds of the out-of-fold calibration.
+    random_state : int
+        Seed for folds and bank sampling.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(m, 1, (40, 8)) for m in (0, 4)])
+    >>> head = OpenSetHead(n_components=8).fit(X, ["real"] * 40 + ["gan"] * 40)
+    >>> head.predict(X[:1] + 50)[0]
+    'unknown'
+    """
+
+    _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "verify_offsets_",
+                    "bank_", "bank_labels_")
+    _meta_attrs = ("classes_", "offset_", "temperature_", "bank_ids_")
+
+    def __init__(self, n_components: int = 128, *, accept_rate: float = 0.95, false_match_rate: float = 0.01,
+                 bank_size: int = 64, n_folds: int = 5, random_state: int = 0) -> None:
+        self.n_components = n_components
+        self.accept_rate = accept_rate
+        self.false_match_rate = false_match_rate
+        self.bank_size = bank_size
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------- fitting
+    def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None) -> "OpenSetHead":
+        """Learn the whitening, the class means and the calibrated thresholds.
+
+        ``X`` is ``(n_samples, n_features)``; ``y`` the class names; ``ids`` optional names of the
+        samples (file names) kept with the exemplar bank.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=str)
+        if X.ndim != 2 or len(X) != len(y):
+            raise ValueError(f"X must be (n_samples, n_features) matching y; got {X.shape} and {len(y)} labels")
+        classes, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError("at least two classes are needed to fit")
+        if counts.min() < 2:
+            raise ValueError(f"every class needs at least 2 samples; {classes[counts.argmin()]!r} has {counts.min()}")
+        self.classes_ = [str(c) for c in classes]
+        self._fit_geometry(X, codes)
+        self._calibrate(X, codes)
+        ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
+        self.bank_, self.bank_labels_, self.bank_ids_ = self._sample_bank(self.transform(X), codes, ids)
+        return self
+
+    def _fit_geometry(self, X: np.ndarray, codes: np.ndarray) -> None:
+        self.mean_ = X.mean(axis=0)
+        centred = X - self.mean_
+        k = int(min(self.n_components, X.shape[1], len(X) - len(np.unique(codes))))
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        pcs = vt[:k].T
+        P = centred @ pcs
+        n_classes = int(codes.max()) + 1
+        means = np.stack([P[codes == c].mean(axis=0) for c in range(n_classes)])
+        within = P - means[codes]
+        cov, _ = ledoit_wolf(within, assume_centered=True)
+        whiten = np.linalg.inv(np.linalg.cholesky(cov)).T  # z = p @ whiten has identity within-class covariance
+        self.projection_ = pcs @ whiten
+        self.class_means_ = means @ whiten
+        self.class_counts_ = np.bincount(codes, minlength=n_classes).astype(np.float64)
+
+    def _calibrate(self, X: np.ndarray, codes: np.ndarray) -> None:
+        """Out-of-fold scores of the training data set the temperature and both thresholds."""
+        n_folds = int(min(self.n_folds, np.bincount(codes).min()))
+        folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.random_state)
+        decisions = np.zeros((len(X), len(self.classes_)))
+        for train, held_out in folds.split(X, codes):
+            fold = OpenSetHead(self.n_components)
+            fold.classes_ = self.classes_
+            fold._fit_geometry(X[train], codes[train])
+            decisions[held_out] = fold.decision_function(X[held_out])
+        self.temperature_ = _fit_temperature(decisions, codes)
+        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions), self.accept_rate))
+        self.verify_offsets_ = np.array([self._verify_offset(decisions[codes != c, c])
+                                         for c in range(len(self.classes_))])
+
+    def _verify_offset(self, negative_scores: np.ndarray) -> float:
+        return float(np.quantile(negative_scores, 1.0 - self.false_match_rate))
+
+    def _sample_bank(self, Z: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        rng = np.random.default_rng(self.random_state)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(codes == c))[: self.bank_size]
+                               for c in np.unique(codes)])
+        keep.sort()
+        return Z[keep], codes[keep].astype(np.int64), [str(i) for i in ids[keep]]
+
+    # -------------------------------------------------------------- enrollment
+    def enroll(self, X: np.ndarray, label: str, ids: Sequence[str] | None = None) -> "OpenSetHead":
+        """Add class ``label`` from a few samples ``X`` without touching the other classes."""
+        self.check_is_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(X) < 2:
+            raise ValueError("enrollment needs at least 2 samples as an (n_samples, n_features) array")
+        if label in self.classes_:
+            raise ValueError(f"class {label!r} is already known; remove it first")
+        Z = self.transform(X)
+        code = len(self.classes_)
+        self.classes_ = [*self.classes_, label]
+        self.class_means_ = np.vstack([self.class_means_, Z.mean(axis=0)])
+        self.class_counts_ = np.append(self.class_counts_, float(len(X)))
+        negatives = self._verification_scores(self.bank_)[:, code]
+        self.verify_offsets_ = np.append(self.verify_offsets_, self._verify_offset(negatives))
+        keep = np.arange(min(len(Z), self.bank_size))
+        self.bank_ = np.vstack([self.bank_, Z[keep]])
+        self.bank_labels_ = np.append(self.bank_labels_, np.full(len(keep), code))
+        new_ids = list(ids) if ids is not None else [""] * len(X)
+        self.bank_ids_ = [*self.bank_ids_, *(str(new_ids[i]) for i in keep)]
+        return self
+
+    def remove(self, label: str) -> "OpenSetHead":
+        """Drop class ``label`` (and its exemplars)."""
+        self.check_is_fitted()
+        if label not in self.classes_:
+            raise ValueError(f"no class {label!r}; known: {self.classes_}")
+        if len(self.classes_) <= 2:
+            raise ValueError("a head needs at least two classes")
+        code = self.classes_.index(label)
+        keep = np.arange(len(self.classes_)) != code
+        self.classes_ = [c for c in self.classes_ if c != label]
+        self.class_means_, self.class_counts_ = self.class_means_[keep], self.class_counts_[keep]
+        self.verify_offsets_ = self.verify_offsets_[keep]
+        rows = self.bank_labels_ != code
+        self.bank_, self.bank_ids_ = self.bank_[rows], [i for i, r in zip(self.bank_ids_, rows) if r]
+        labels = self.bank_labels_[rows]
+        self.bank_labels_ = labels - (labels > code)
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Whitened features ``(n_samples, n_components)``."""
+        return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.projection_
+
+    def _scaled_sqdist(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances to each class mean divided by the predictive inflation ``1 + 1/n_c``."""
+        d = ((Z[:, None, :] - self.class_means_[None]) ** 2).sum(axis=2)
+        inflation = 1.0 + 1.0 / self.class_counts_
+        return d / inflation, inflation
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Log-likelihood of each class (equal priors, posterior predictive), ``(n_samples, n_classes)``."""
+        d, inflation = self._scaled_sqdist(self.transform(X))
+        return -0.5 * d - 0.5 * self.projection_.shape[1] * np.log(inflation)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Temperature-calibrated class probabilities over the known classes."""
+        self.check_is_fitted()
+        return _softmax(self.decision_function(X) / self.temperature_)
+
+    def _unknown_from_decisions(self, decisions: np.ndarray) -> np.ndarray:
+        return -decisions.max(axis=1) / self.projection_.shape[1]
+
+    def unknown_score(self, X: np.ndarray) -> np.ndarray:
+        """How far a sample lies from every known class (per dimension); higher = more likely unknown."""
+        self.check_is_fitted()
+        return self._unknown_from_decisions(self.decision_function(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class names, or ``"unknown"`` where :meth:`unknown_score` exceeds ``offset_``."""
+        proba = self.predict_proba(X)
+        labels = np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
+        labels[self.unknown_score(X) > self.offset_] = UNKNOWN
+        return labels
+
+    def _verification_scores(self, Z: np.ndarray) -> np.ndarray:
+        d, _ = self._scaled_sqdist(Z)
+        return -d / Z.shape[1]
+
+    def score_samples(self, X: np.ndarray, label: str) -> np.ndarray:
+        """One-class score for "made by ``label``": higher = closer to that class; match when > its offset."""
+        self.check_is_fitted()
+        return self._verification_scores(self.transform(X))[:, self._code(label)]
+
+    def verification_score(self, X: np.ndarray, label: str) -> np.ndarray:
+        """``score_samples`` minus the class's offset: > 0 is a match at ``false_match_rate``."""
+        return self.score_samples(X, label) - self.verify_offsets_[self._code(label)]
+
+    def nearest_exemplars(self, X: np.ndarray, k: int = 4) -> list[list[tuple[str, str, float]]]:
+        """For each sample, the ``k`` closest bank exemplars as ``(class, id, distance)``."""
+        self.check_is_fitted()
+        Z = self.transform(X)
+        d = np.sqrt(((Z[:, None, :] - self.bank_[None]) ** 2).sum(axis=2) / Z.shape[1])
+        order = np.argsort(d, axis=1)[:, :k]
+        return [[(self.classes_[self.bank_labels_[j]], self.bank_ids_[j], float(d[i, j])) for j in row]
+                for i, row in enumerate(order)]
+
+    def _code(self, label: str) -> int:
+        if label not in self.classes_:
+            raise ValueError(f"unknown class {label!r}; known: {self.classes_}")
+        return self.classes_.index(label)
+
+    def summary(self) -> dict[str, Any]:
+        """Thresholds and class sizes, for the model card."""
+        return {"classes": self.classes_, "offset": self.offset_, "temperature": self.temperature_,
+                "class_counts": self.class_counts_.astype(int).tolist(),
+                "verify_offsets": self.verify_offsets_.tolist()}

@@ -1,0 +1,71 @@
+"""Result dataclasses; their ``to_json`` is the CLI's public JSON contract (extend it, never break it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AttributionOutput:
+    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be read."""
+
+    file: str | None
+    label: str | None = None
+    known: bool | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    unknown_score: float | None = None
+    threshold: float | None = None
+    note: str | None = None
+    nearest: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
+        out = {"file": self.file, "label": self.label, "known": self.known, "scores": self.scores,
+               "unknown_score": self.unknown_score, "threshold": self.threshold}
+        if self.note:
+            out["note"] = self.note
+        if self.nearest:
+            out["nearest"] = self.nearest
+        return out
+
+
+@dataclass
+class VerificationOutput:
+    """"Was this image made by ``model``?" ``score`` > 0 is a match (threshold already subtracted)."""
+
+    file: str | None
+    model: str
+    score: float | None = None
+    match: bool | None = None
+    threshold: float | None = None
+    false_match_rate: float | None = None
+    method: str = "blackbox"
+    note: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"file": self.file, "model": self.model, "error": self.error}
+        out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
+               "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class EnrollmentOutput:
+    """What an enrollment did: the label added, how many images it used, and per-file errors."""
+
+    name: str
+    n_images: int
+    classes: list[str]
+    seconds: float
+    errors: dict[str, str] = field(default_factory=dict)
+    saved_to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
+                "errors": self.errors, "saved_to": self.saved_to}

@@ -1,0 +1,208 @@
+"""``Attributor``: backbone + head + decision, the one object the CLI, the app and users call."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .backbones import Backbone, create_backbone
+from .constants import REAL, UNKNOWN
+from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
+from .heads import OpenSetHead
+from .names import normalize_label
+from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
+from .transform import ImageInput, load_image
+from . import zoo
+
+MIN_ENROLL_IMAGES = 3
+MAX_ENROLL_IMAGES = 200
+EXEMPLAR_DIR = "exemplars"
+
+
+def _file_name(image: ImageInput) -> str | None:
+    if isinstance(image, (str, os.PathLike)):
+        return str(Path(image).resolve())
+    return getattr(image, "filename", None) or None
+
+
+def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
+    """The backbone a head was trained on, rebuilt from its config."""
+    options = {k: config[k] for k in ("pool",) if k in config}
+    return create_backbone(config["backbone"], layers=config["layers"], preprocess_cfg=config["preprocess_cfg"],
+                           device=device, **options)
+
+
+class Attributor:
+    """Attribute, verify and enroll with one backbone and one open-set head.
+
+    Examples
+    --------
+    >>> attributor = Attributor.from_pretrained()          # doctest: +SKIP
+    >>> attributor(["photo.png"])[0].label                  # doctest: +SKIP
+    'real'
+    """
+
+    def __init__(self, backbone: Backbone, head: OpenSetHead, config: dict[str, Any] | None = None,
+                 cache: FeatureCache | None = None, batch_size: int = 16, source: Path | None = None) -> None:
+        self.backbone = backbone
+        self.head = head
+        self.config = dict(config or {})
+        self.extractor = FeatureExtractor(backbone, cache, batch_size=batch_size)
+        self.source = source
+        self._pending_files: dict[str, bytes] = {}
+
+    @classmethod
+    def from_pretrained(cls, ref: str | os.PathLike | None = None, device: str | None = None,
+                        backbone: Backbone | None = None, **kwargs: Any) -> "Attributor":
+        """Load a zoo head (name, folder or ``hf-hub:`` id) and the backbone it was trained on.
+
+        Pass ``backbone`` to share an already loaded backbone (it must match the head's config).
+        """
+        folder = zoo.resolve(ref)
+        head, config = zoo.load_head(folder)
+        if backbone is None:
+            backbone = backbone_from_config(config, device)
+        elif backbone.config() != {k: config.get(k) for k in backbone.config()}:
+            raise zoo.ZooError(f"head {folder.name} was trained on other features than {backbone}")
+        return cls(backbone, head, config, source=folder, **kwargs)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.head.classes_)
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or (self.source.name if self.source else "attribution-head"))
+
+    def features(self, images: Sequence[ImageInput], progress: Progress | None = None) -> FeatureBatch:
+        """Backbone features of ``images`` (cached by pixel content)."""
+        return self.extractor(list(images), progress)
+
+    # --------------------------------------------------------------- attribute
+    def __call__(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None,
+                 nearest: int = 0) -> list[AttributionOutput]:
+        """Attribute each image: ``real``, a known generator or ``unknown``, with per-class probabilities."""
+        images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
+        batch = self.features(images, progress)
+        outputs = [AttributionOutput(file=_file_name(im)) for im in images]
+        for pos, message in batch.errors.items():
+            outputs[pos].error = message
+        if not batch.index:
+            return outputs
+        X = batch.features
+        proba = self.head.predict_proba(X)
+        unknown = self.head.unknown_score(X)
+        neighbours = self.head.nearest_exemplars(X, nearest) if nearest else [[] for _ in batch.index]
+        for row, pos in enumerate(batch.index):
+            out = outputs[pos]
+            top = self.head.classes_[int(proba[row].argmax())]
+            out.known = bool(unknown[row] <= self.head.offset_)
+            out.label = top if out.known else UNKNOWN
+            out.scores = {c: round(float(p), 6) for c, p in zip(self.head.classes_, proba[row])}
+            out.unknown_score = round(float(unknown[row]), 6)
+            out.threshold = round(float(self.head.offset_), 6)
+            out.note = batch.notes.get(pos)
+            out.nearest = [{"label": c, "id": i, "distance": round(d, 4)} for c, i, d in neighbours[row]]
+        return outputs
+
+    predict = __call__
+
+    # ------------------------------------------------------------------ verify
+    def verify(self, images: Sequence[ImageInput], model: str, progress: Progress | None = None) -> list[VerificationOutput]:
+        """Black-box verification: was each image made by ``model`` (a class of the head)?"""
+        if model not in self.head.classes_:
+            raise ValueError(f"unknown model {model!r}; the zoo knows: {', '.join(self.head.classes_)}")
+        images = list(images)
+        batch = self.features(images, progress)
+        outputs = [VerificationOutput(file=_file_name(im), model=model) for im in images]
+        for pos, message in batch.errors.items():
+            outputs[pos].error = message
+        if batch.index:
+            scores = self.head.verification_score(batch.features, model)
+            for pos, score in zip(batch.index, scores):
+                out = outputs[pos]
+                out.score, out.match = round(float(score), 6), bool(score > 0)
+                out.threshold, out.false_match_rate = 0.0, float(self.head.false_match_rate)
+                out.note = batch.notes.get(pos)
+        return outputs
+
+    # ------------------------------------------------------------------ enroll
+    def enroll(self, name: str, images: Sequence[ImageInput], progress: Progress | None = None) -> EnrollmentOutput:
+        """Add generator ``name`` from 3-200 sample images; the backbone and the other classes stay as they are."""
+        start = time.perf_counter()
+        label = normalize_label(name)
+        if label in self.head.classes_:
+            raise ValueError(f"{label!r} is already in the zoo; remove it first or choose another name")
+        images = list(images)
+        if len(images) > MAX_ENROLL_IMAGES:
+            raise ValueError(f"at most {MAX_ENROLL_IMAGES} images per enrollment; got {len(images)}")
+        batch = self.features(images, progress)
+        errors = {str(_file_name(images[p]) or f"image {p + 1}"): m for p, m in batch.errors.items()}
+        if len(batch.index) < MIN_ENROLL_IMAGES:
+            raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} readable images; got "
+                             f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
+        ids = [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(len(batch.index))]
+        self.head.enroll(batch.features, label, ids=ids)
+        for pos, exemplar in zip(batch.index, ids):
+            if exemplar in self.head.bank_ids_:
+                self._pending_files[exemplar] = _thumbnail(images[pos])
+        enrolled = dict(self.config.get("enrolled", {}))
+        enrolled[label] = {"n_images": len(batch.index), "display_name": name.strip(),
+                           "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.config["enrolled"] = enrolled
+        self.config["classes"] = self.classes
+        return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors)
+
+    def remove(self, name: str) -> None:
+        """Remove an enrolled generator (training classes can be removed too, except the last two)."""
+        self.head.remove(name)
+        self.config["enrolled"] = {k: v for k, v in self.config.get("enrolled", {}).items() if k != name}
+        self.config["classes"] = self.classes
+        self._pending_files = {k: v for k, v in self._pending_files.items() if not k.startswith(f"{EXEMPLAR_DIR}/{name}/")}
+
+    def exemplar_path(self, exemplar_id: str) -> Path | None:
+        """Image file behind a bank exemplar id, when it is on this machine."""
+        if not exemplar_id:
+            return None
+        roots = [self.source] if self.source else []
+        data_root = os.environ.get("ATTRIBUTION_DATA") or self.config.get("training", {}).get("data")
+        roots += [Path(data_root)] if data_root else []
+        for root in roots:
+            path = (root / exemplar_id).resolve()
+            if root.resolve() in path.parents and path.is_file():
+                return path
+        return None
+
+    # -------------------------------------------------------------------- save
+    def save_pretrained(self, folder: str | os.PathLike, **extra: Any) -> Path:
+        """Save the head (with enrolled classes and their exemplar thumbnails) as a zoo folder."""
+        folder = Path(folder)
+        with zoo.head_lock(folder):
+            files = {}
+            if self.source and self.source.resolve() != folder.resolve() and (self.source / EXEMPLAR_DIR).is_dir():
+                for path in (self.source / EXEMPLAR_DIR).rglob("*.jpg"):
+                    files[str(path.relative_to(self.source))] = path.read_bytes()
+            files.update(self._pending_files)
+            keep = {k: v for k, v in self.config.items() if k not in ("format_version", "head", "head_params",
+                                                                       "head_state", "classes")}
+            keep.update(extra)
+            keep.setdefault("name", folder.name)
+            keep.update(self.backbone.config())
+            config = zoo.build_config(self.head, {}, **keep)
+            zoo.save_head(folder, self.head, config, card=zoo.model_card(config), extra_files=files)
+        self._pending_files.clear()
+        self.source, self.config = folder, config
+        return folder
+
+
+def _thumbnail(image: ImageInput, size: int = 160) -> bytes:
+    pil = load_image(image)
+    pil.thumbnail((size, size))
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

@@ -1,0 +1,67 @@
+"""Fit a head on a folder-per-class dataset (``real`` plus one folder per generator)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .backbones import Backbone
+from .constants import IMAGE_EXTENSIONS, REAL
+from .features import FeatureExtractor, Progress
+from .heads import OpenSetHead
+from .names import normalize_label
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files among ``paths``; folders are searched recursively, in sorted order."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            found.append(p)
+    return found
+
+
+def list_dataset(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
+    """Files and labels of a dataset with one sub-folder per class."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset folder at {root}")
+    files, labels = [], []
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        label = normalize_label(folder.name)
+        images = find_images([folder])
+        files += images
+        labels += [label] * len(images)
+    if len(set(labels)) < 2:
+        raise ValueError(f"{root} needs at least two class folders with images")
+    if REAL not in labels:
+        raise ValueError(f"{root} has no '{REAL}' folder; the real class is required")
+    return files, labels
+
+
+def extract_dataset(extractor: FeatureExtractor, files: list[Path], labels: list[str],
+                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[int], dict[int, str]]:
+    """Features of the files that decode, their labels, kept positions and per-file errors."""
+    batch = extractor(files, progress)
+    return batch.features, np.asarray(labels)[batch.index], batch.index, batch.errors
+
+
+def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | None = None,
+               progress: Progress | None = None, batch_size: int = 16) -> tuple[OpenSetHead, dict[str, Any]]:
+    """Fit ``head`` (default :class:`OpenSetHead`) on ``data``; returns it with a training summary."""
+    start = time.perf_counter()
+    files, labels = list_dataset(data)
+    X, y, kept, errors = extract_dataset(FeatureExtractor(backbone, batch_size=batch_size), files, labels, progress)
+    root = Path(data)
+    ids = [str(files[i].relative_to(root)) for i in kept]
+    head = (head or OpenSetHead()).fit(X, y, ids=ids)
+    classes, counts = np.unique(y, return_counts=True)
+    summary = {"data": str(root.resolve()), "n_images": int(len(y)), "skipped_files": len(errors),
+               "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
+               "seconds": round(time.perf_counter() - start, 1)}
+    return head, summary

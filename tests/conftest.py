@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests run offline and never touch the user's real zoo."""
+import os
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("ATTRIBUTION_HOME", tempfile.mkdtemp(prefix="attribution-test-home-"))
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_DATA = Path(os.environ.get("ATTRIBUTION_DEV_DATA", REPO.parent / "shared" / "data" / "dev"))
+
+
+@pytest.fixture(scope="session")
+def dev_data() -> Path:
+    if not (DEV_DATA / "real").is_dir():
+        pytest.skip(f"dev data not found at {DEV_DATA} (set ATTRIBUTION_DEV_DATA)")
+    return DEV_DATA
+
+
+@pytest.fixture
+def user_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty user zoo for this test."""
+    monkeypatch.setenv("ATTRIBUTION_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def make_image(path: Path, seed: int = 0, size: int = 64, fmt: str = "PNG") -> Path:
+    """A small textured synthetic image."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.clip(np.asarray(img, dtype=np.int16) + rng.integers(-8, 8, (size, size, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path

@@ -1,0 +1,62 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from attribution.transform import ImageDecodeError, PreprocessCfg, image_transform, load_image
+from conftest import make_image
+
+
+def test_metadata_is_dropped_and_pixels_kept(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "Stable Diffusion v1, steps 50")
+    Image.fromarray(arr).save(tmp_path / "a.png", pnginfo=info)
+    im = load_image(tmp_path / "a.png")
+    assert im.mode == "RGB" and im.size == (50, 40)
+    assert im.info == {} and not im.getexif()
+    assert np.array_equal(np.asarray(im), arr)
+
+
+def test_modes_become_rgb(tmp_path):
+    rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white background
+    g16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+    assert load_image(g16).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(np.zeros((5, 6), np.uint8)).size == (6, 5)
+
+
+@pytest.mark.parametrize("data,reason", [(b"", "empty"), (b"hello, not an image", "not a recognised image")])
+def test_bad_bytes(data, reason):
+    with pytest.raises(ImageDecodeError, match=reason):
+        load_image(data)
+
+
+def test_truncated_png(tmp_path):
+    path = make_image(tmp_path / "x.png", size=128)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        load_image(path)
+
+
+def test_crop_views_keep_native_pixels():
+    arr = np.random.default_rng(1).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    cfg = PreprocessCfg(size=256, mean=(0, 0, 0), std=(1, 1, 1), n_crops=5)
+    views = image_transform(cfg)(Image.fromarray(arr))
+    assert views.shape == (5, 3, 256, 256)
+    centre = arr[128:384, 128:384].transpose(2, 0, 1) / 255.0
+    assert np.allclose(views[0].numpy(), centre, atol=1e-6)  # no resampling in crop mode
+
+
+def test_small_images_are_upscaled():
+    views = image_transform(PreprocessCfg(size=64, n_crops=1))(Image.new("RGB", (8, 8)))
+    assert views.shape == (1, 3, 64, 64)
+
+
+def test_bad_cfg():
+    with pytest.raises(ValueError):
+        PreprocessCfg(n_crops=3)
+    with pytest.raises(ValueError):
+        PreprocessCfg(resize_mode="squash")

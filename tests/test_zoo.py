@@ -1,0 +1,133 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attribution import zoo
+from attribution.constants import CONFIG_NAME, WEIGHTS_NAME
+from attribution.heads import OpenSetHead
+
+BACKBONE_CFG = {"backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"],
+                "preprocess_cfg": {"size": 224, "n_crops": 1}, "pool": "mean"}
+
+
+def fitted_head(seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(m, 1, (30, 16)) for m in range(3)])
+    return OpenSetHead(n_components=8).fit(X, np.repeat(["real", "gen_a", "gen_b"], 30)), X
+
+
+def assert_same(a, b):
+    for key, value in a.state_dict().items():
+        assert np.array_equal(value, b.state_dict()[key]), key
+        assert value.dtype == b.state_dict()[key].dtype
+    assert a.meta_dict() == b.meta_dict() and a.get_params() == b.get_params()
+
+
+def test_round_trip_from_path_and_name(tmp_path, user_home):
+    head, X = fitted_head()
+    folder = zoo.save_pretrained(zoo.user_zoo_dir() / "my-head", head, BACKBONE_CFG, name="my-head")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    by_path, config = zoo.load_head(str(folder))
+    by_name, _ = zoo.load_head("my-head")
+    by_local_dir, _ = zoo.load_head(f"local-dir:{folder}")
+    for loaded in (by_path, by_name, by_local_dir):
+        assert_same(head, loaded)
+        assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
+    assert config["backbone"] == BACKBONE_CFG["backbone"] and config["classes"] == head.classes_
+    assert "my-head" in [h["name"] for h in zoo.list_zoo()]
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: attribution") and "`gen_a`" in card
+
+
+def test_round_trip_from_hub_cache(tmp_path, monkeypatch):
+    """An ``hf-hub:`` id resolves from a Hub cache layout with HF_HUB_OFFLINE=1, through huggingface_hub."""
+    head, _ = fitted_head(1)
+    src = zoo.save_pretrained(tmp_path / "src", head, BACKBONE_CFG)
+    cache = tmp_path / "hub"
+    snap = cache / "models--org--attr-head" / "snapshots" / ("a" * 40)
+    shutil.copytree(src, snap)
+    (cache / "models--org--attr-head" / "refs").mkdir()
+    (cache / "models--org--attr-head" / "refs" / "main").write_text("a" * 40)
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    loaded, _ = zoo.load_head("hf-hub:org/attr-head")
+    assert_same(head, loaded)
+    with pytest.raises(zoo.ZooError, match="hf-hub:org/missing"):
+        zoo.load_head("hf-hub:org/missing")
+
+
+def test_refuses_pickle_and_bad_configs(tmp_path):
+    head, _ = fitted_head()
+    folder = zoo.save_pretrained(tmp_path / "h", head, BACKBONE_CFG)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    for change, message in [({"weights": "model.bin"}, "pickle is refused"),
+                            ({"format_version": 99}, "newer than this library"),
+                            ({"head": "EvilHead"}, "unknown head type"),
+                            ({"classes": "real"}, "'classes'")]:
+        (folder / CONFIG_NAME).write_text(json.dumps({**config, **change}))
+        with pytest.raises(zoo.ZooError, match=message):
+            zoo.load_head(folder)
+    (folder / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(zoo.ZooError, match="unreadable"):
+        zoo.load_head(folder)
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    (folder / WEIGHTS_NAME).write_bytes(b"garbage")
+    with pytest.raises(zoo.ZooError, match="unreadable model.safetensors"):
+        zoo.load_head(folder)
+
+
+@pytest.mark.parametrize("name", ["../etc", "/abs/path", "a/b", "..", "Ünïcode", ""])
+def test_bad_head_names(name, user_home):
+    with pytest.raises((ValueError, zoo.ZooError)):
+        zoo.resolve(name) if "/" not in name else zoo.validate_config({}, name)
+
+
+def test_interrupted_swap_recovers_previous_version(tmp_path):
+    head, _ = fitted_head()
+    folder = zoo.save_pretrained(tmp_path / "h", head, BACKBONE_CFG)
+    os.rename(folder, tmp_path / ".h.old-123")  # a crash between the two renames of a swap
+    loaded, _ = zoo.load_head(str(folder))
+    assert_same(head, loaded)
+
+
+WRITER = """
+import sys, numpy as np
+from attribution import zoo
+from attribution.heads import OpenSetHead
+rng = np.random.default_rng(0)
+X = np.concatenate([rng.normal(m, 1, (400, 512)) for m in range(3)])
+head = OpenSetHead(n_components=64, bank_size=400).fit(X, np.repeat(["real", "a", "b"], 400))
+cfg = {"backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"], "preprocess_cfg": {}}
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    zoo.save_pretrained(sys.argv[1], head, cfg, generation=i)
+"""
+
+
+def test_kill_9_while_writing_leaves_a_loadable_head(tmp_path):
+    head, _ = fitted_head()
+    target = tmp_path / "h"
+    zoo.save_pretrained(target, head, BACKBONE_CFG, generation=0)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stdout.readline().strip() == b"ready"
+    for delay in (0.05, 0.13, 0.21, 0.34):
+        time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    loaded, config = zoo.load_head(str(target))  # old or new version, never a mix
+    assert config["classes"] == list(loaded.classes_)
+    assert loaded.projection_.shape[0] in (16, 512)
