@@ -5,13 +5,13 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .backbones import Backbone, create_backbone
-from .constants import REAL, UNKNOWN
+from .constants import CONFIG_NAME, UNKNOWN
 from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
@@ -88,6 +88,7 @@ class Attributor:
                  nearest: int = 0) -> list[AttributionOutput]:
         """Attribute each image: ``real``, a known generator or ``unknown``, with per-class probabilities."""
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
+        head = self.head  # one consistent head for the whole call, even if an enrollment swaps it meanwhile
         batch = self.features(images, progress)
         outputs = [AttributionOutput(file=_file_name(im)) for im in images]
         for pos, message in batch.errors.items():
@@ -95,17 +96,17 @@ class Attributor:
         if not batch.index:
             return outputs
         X = batch.features
-        proba = self.head.predict_proba(X)
-        unknown = self.head.unknown_score(X)
-        neighbours = self.head.nearest_exemplars(X, nearest) if nearest else [[] for _ in batch.index]
+        proba = head.predict_proba(X)
+        unknown = head.unknown_score(X)
+        neighbours = head.nearest_exemplars(X, nearest) if nearest else [[] for _ in batch.index]
         for row, pos in enumerate(batch.index):
             out = outputs[pos]
-            top = self.head.classes_[int(proba[row].argmax())]
-            out.known = bool(unknown[row] <= self.head.offset_)
+            top = head.classes_[int(proba[row].argmax())]
+            out.known = bool(unknown[row] <= head.offset_)
             out.label = top if out.known else UNKNOWN
-            out.scores = {c: round(float(p), 6) for c, p in zip(self.head.classes_, proba[row])}
+            out.scores = {c: round(float(p), 6) for c, p in zip(head.classes_, proba[row])}
             out.unknown_score = round(float(unknown[row]), 6)
-            out.threshold = round(float(self.head.offset_), 6)
+            out.threshold = round(float(head.offset_), 6)
             out.note = batch.notes.get(pos)
             out.nearest = [{"label": c, "id": i, "distance": round(d, 4)} for c, i, d in neighbours[row]]
         return outputs
@@ -115,55 +116,89 @@ class Attributor:
     # ------------------------------------------------------------------ verify
     def verify(self, images: Sequence[ImageInput], model: str, progress: Progress | None = None) -> list[VerificationOutput]:
         """Black-box verification: was each image made by ``model`` (a class of the head)?"""
-        if model not in self.head.classes_:
-            raise ValueError(f"unknown model {model!r}; the zoo knows: {', '.join(self.head.classes_)}")
+        head = self.head
+        if model not in head.classes_:
+            raise ValueError(f"unknown model {model!r}; the zoo knows: {', '.join(head.classes_)}")
         images = list(images)
         batch = self.features(images, progress)
         outputs = [VerificationOutput(file=_file_name(im), model=model) for im in images]
         for pos, message in batch.errors.items():
             outputs[pos].error = message
         if batch.index:
-            scores = self.head.verification_score(batch.features, model)
+            scores = head.verification_score(batch.features, model)
             for pos, score in zip(batch.index, scores):
                 out = outputs[pos]
                 out.score, out.match = round(float(score), 6), bool(score > 0)
-                out.threshold, out.false_match_rate = 0.0, float(self.head.false_match_rate)
+                out.threshold, out.false_match_rate = 0.0, float(head.false_match_rate)
                 out.note = batch.notes.get(pos)
         return outputs
 
     # ------------------------------------------------------------------ enroll
-    def enroll(self, name: str, images: Sequence[ImageInput], progress: Progress | None = None) -> EnrollmentOutput:
-        """Add generator ``name`` from 3-200 sample images; the backbone and the other classes stay as they are."""
+    def enroll(self, name: str, images: Sequence[ImageInput], progress: Progress | None = None,
+               save_to: str | os.PathLike | None = None) -> EnrollmentOutput:
+        """Add generator ``name`` from 3-200 sample images; the backbone and the other classes stay as they are.
+
+        With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
+        concurrent enrollments (threads or processes) are all kept; the swap of ``self.head`` is atomic
+        for concurrent attribution.
+        """
         start = time.perf_counter()
         label = normalize_label(name)
-        if label in self.head.classes_:
-            raise ValueError(f"{label!r} is already in the zoo; remove it first or choose another name")
         images = list(images)
         if len(images) > MAX_ENROLL_IMAGES:
             raise ValueError(f"at most {MAX_ENROLL_IMAGES} images per enrollment; got {len(images)}")
+        if label in self.head.classes_:
+            raise ValueError(f"{label!r} is already in the zoo; remove it first or choose another name")
         batch = self.features(images, progress)
         errors = {str(_file_name(images[p]) or f"image {p + 1}"): m for p, m in batch.errors.items()}
         if len(batch.index) < MIN_ENROLL_IMAGES:
             raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} readable images; got "
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
         ids = [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(len(batch.index))]
-        self.head.enroll(batch.features, label, ids=ids)
-        for pos, exemplar in zip(batch.index, ids):
-            if exemplar in self.head.bank_ids_:
-                self._pending_files[exemplar] = _thumbnail(images[pos])
-        enrolled = dict(self.config.get("enrolled", {}))
-        enrolled[label] = {"n_images": len(batch.index), "display_name": name.strip(),
-                           "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.config["enrolled"] = enrolled
-        self.config["classes"] = self.classes
-        return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors)
+        thumbnails = {exemplar: _thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
 
-    def remove(self, name: str) -> None:
-        """Remove an enrolled generator (training classes can be removed too, except the last two)."""
-        self.head.remove(name)
-        self.config["enrolled"] = {k: v for k, v in self.config.get("enrolled", {}).items() if k != name}
-        self.config["classes"] = self.classes
-        self._pending_files = {k: v for k, v in self._pending_files.items() if not k.startswith(f"{EXEMPLAR_DIR}/{name}/")}
+        def apply() -> None:
+            head = self.head.clone()
+            head.enroll(batch.features, label, ids=ids)
+            self._pending_files.update({k: v for k, v in thumbnails.items() if k in head.bank_ids_})
+            enrolled = dict(self.config.get("enrolled", {}))
+            enrolled[label] = {"n_images": len(batch.index), "display_name": name.strip(),
+                               "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self.config = {**self.config, "enrolled": enrolled, "classes": list(head.classes_)}
+            self.head = head
+
+        saved = self._update(apply, save_to)
+        return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors,
+                                saved_to=saved)
+
+    def remove(self, name: str, save_to: str | os.PathLike | None = None) -> None:
+        """Remove a generator (enrolled or trained; a head keeps at least two classes)."""
+        def apply() -> None:
+            head = self.head.clone()
+            head.remove(name)
+            self.config = {**self.config, "classes": list(head.classes_),
+                           "enrolled": {k: v for k, v in self.config.get("enrolled", {}).items() if k != name}}
+            self._pending_files = {k: v for k, v in self._pending_files.items()
+                                   if not k.startswith(f"{EXEMPLAR_DIR}/{name}/")}
+            self.head = head
+
+        self._update(apply, save_to)
+
+    def _update(self, apply: Callable[[], None], save_to: str | os.PathLike | None) -> str | None:
+        """Apply a change in memory, or as a locked read-modify-write of the head saved at ``save_to``."""
+        if save_to is None:
+            apply()
+            return None
+        folder = Path(save_to)
+        with zoo.head_lock(folder):
+            if (folder / CONFIG_NAME).is_file():
+                head, config = zoo.load_head(folder)
+                if config.get("backbone") != self.backbone.id:
+                    raise zoo.ZooError(f"{folder} holds a head for {config.get('backbone')}, not {self.backbone.id}")
+                self.head, self.config, self.source = head, config, folder
+            apply()
+            self._save(folder)
+        return str(folder.resolve())
 
     def exemplar_path(self, exemplar_id: str) -> Path | None:
         """Image file behind a bank exemplar id, when it is on this machine."""
@@ -183,18 +218,21 @@ class Attributor:
         """Save the head (with enrolled classes and their exemplar thumbnails) as a zoo folder."""
         folder = Path(folder)
         with zoo.head_lock(folder):
-            files = {}
-            if self.source and self.source.resolve() != folder.resolve() and (self.source / EXEMPLAR_DIR).is_dir():
-                for path in (self.source / EXEMPLAR_DIR).rglob("*.jpg"):
-                    files[str(path.relative_to(self.source))] = path.read_bytes()
-            files.update(self._pending_files)
-            keep = {k: v for k, v in self.config.items() if k not in ("format_version", "head", "head_params",
-                                                                       "head_state", "classes")}
-            keep.update(extra)
-            keep.setdefault("name", folder.name)
-            keep.update(self.backbone.config())
-            config = zoo.build_config(self.head, {}, **keep)
-            zoo.save_head(folder, self.head, config, card=zoo.model_card(config), extra_files=files)
+            return self._save(folder, **extra)
+
+    def _save(self, folder: Path, **extra: Any) -> Path:
+        files = {}
+        if self.source and self.source.resolve() != folder.resolve() and (self.source / EXEMPLAR_DIR).is_dir():
+            for path in (self.source / EXEMPLAR_DIR).rglob("*.jpg"):
+                files[str(path.relative_to(self.source))] = path.read_bytes()
+        files.update(self._pending_files)
+        keep = {k: v for k, v in self.config.items()
+                if k not in ("format_version", "head", "head_params", "head_state", "classes")}
+        keep.update(extra)
+        keep["name"] = folder.name
+        keep.update(self.backbone.config())
+        config = zoo.build_config(self.head, {}, **keep)
+        zoo.save_head(folder, self.head, config, card=zoo.model_card(config), extra_files=files)
         self._pending_files.clear()
         self.source, self.config = folder, config
         return folder

@@ -57,6 +57,10 @@ class BaseHead:
             setattr(head, name, meta[name])
         return head
 
+    def clone(self) -> "BaseHead":
+        """An independent copy of the fitted head (arrays shared until replaced; heads never mutate arrays in place)."""
+        return type(self).from_state(self.get_params(), dict(self.meta_dict()), self.state_dict())
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

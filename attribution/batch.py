@@ -1,0 +1,486 @@
+"""Scale-out batch attribution on Ray Data: ``python -m attribution batch``.
+
+Millions of images, one Parquet dataset out, resumable. The work is split the Ray Data way:
+
+1. list the inputs on the driver (a folder, a glob, or a Parquet/CSV manifest with a ``path`` column),
+   dropping files the output already has a result for;
+2. decode in parallel with stateless Ray tasks (path or URI -> RGB pixels); a file that cannot be
+   read becomes an error row, it never stops the job;
+3. attribute with a fixed pool of stateful actors, each loading :class:`~attribution.Attributor`
+   once (``map_batches(..., concurrency=workers, batch_size=batch_size, num_gpus=gpus_per_worker)``);
+4. stream the result rows back to the driver, which appends them to ``OUT`` as new part files
+   (written to a temporary name and renamed, so an interrupted job never leaves a broken part).
+
+Rows carry the fields of ``predict --json`` (see :func:`output_schema`). Ray is an optional
+dependency, imported only inside functions: ``pip install -r requirements-ray.txt``.
+
+Examples
+--------
+>>> out = run_batch(["photos/"], "results.parquet", workers=2)     # doctest: +SKIP
+>>> out.processed, out.written, out.errors                          # doctest: +SKIP
+(1000, 1000, 3)
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from .constants import CONFIG_NAME, IMAGE_EXTENSIONS, WEIGHTS_NAME
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+RAY_MISSING = "Ray is not installed; the batch command needs it: pip install -r requirements-ray.txt"
+MANIFEST_SUFFIXES = (".parquet", ".csv")
+PATH_COLUMN = "path"
+META_NAME = "_attribution_batch.json"  # '_' prefix: ignored by pyarrow, pandas and Ray readers
+PART_PREFIX = "part-"
+ROWS_PER_FILE = 1000
+# CPUs per decode task. Decoding is partly I/O (network or shared disks), and asking for another
+# amount than the model workers keeps it a separate pool of tasks: Ray Data fuses map stages with
+# identical resource requests, which would put decoding inside the model actors.
+DECODE_CPUS = 0.5
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data, or an ``ImportError`` saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{RAY_MISSING} ({exc})") from None
+    return ray
+
+
+def output_schema() -> "pa.Schema":
+    """Arrow schema of the output rows: the ``predict --json`` fields, one column each.
+
+    ``scores`` is the ``{class: probability}`` object of ``predict --json`` serialised as a JSON
+    string (the schema stays the same whatever classes a head has). A row with ``error`` set has
+    only ``file`` and ``error``; the other columns are null.
+    """
+    import pyarrow as pa
+
+    return pa.schema([("file", pa.string()), ("label", pa.string()), ("known", pa.bool_()),
+                      ("scores", pa.string()), ("unknown_score", pa.float64()), ("threshold", pa.float64()),
+                      ("note", pa.string()), ("error", pa.string())])
+
+
+@dataclass
+class BatchOutput:
+    """What one ``batch`` run did. ``processed`` = files sent to the workers (new ones and retried errors)."""
+
+    output: str
+    listed: int
+    skipped: int
+    processed: int
+    written: int
+    errors: int
+    part_files: list[str]
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return round(self.processed / self.seconds, 3) if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_second": self.images_per_second}
+
+
+# ------------------------------------------------------------------ inputs
+def _is_uri(path: str) -> bool:
+    return bool(_URI.match(path)) and not path.startswith("file://")
+
+
+def file_key(path: str) -> str:
+    """The ``file`` value of a row: an absolute local path (as ``predict`` prints it) or the URI as given."""
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    return path if _is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def _read_manifest(path: Path) -> list[str]:
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=[PATH_COLUMN], column_types={PATH_COLUMN: pa.string()}))
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path, columns=[PATH_COLUMN])
+    except (KeyError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{path}: a manifest needs a {PATH_COLUMN!r} column of file paths or URIs ({exc})") from None
+    return [p for p in table.column(PATH_COLUMN).to_pylist() if p]
+
+
+def list_inputs(inputs: Sequence[str]) -> list[str]:
+    """File keys of ``inputs``, de-duplicated, in order.
+
+    Each input is a folder (its image files, recursively, sorted), a glob (``**`` allowed), a
+    ``.parquet``/``.csv`` manifest with a ``path`` column (local paths, relative to the current
+    folder, or URIs such as ``s3://``), or a single file or URI.
+    """
+    found: list[str] = []
+    for item in map(str, inputs):
+        path = Path(item).expanduser()
+        if _is_uri(item):
+            found.append(item)
+        elif path.is_dir():
+            found += [str(f) for f in sorted(path.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+        elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+            found += _read_manifest(path)
+        elif glob.has_magic(item):
+            found += sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f))
+        else:
+            found.append(item)  # a missing file gets an error row, as with ``predict``
+    return list(dict.fromkeys(file_key(f) for f in found))
+
+
+# ------------------------------------------------------------------ output
+def _parts(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+
+
+def _prepare_output(output: Path) -> Path:
+    """``output`` as a folder of part files; an existing single Parquet file becomes its first part."""
+    if output.is_file():
+        moved = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}")
+        os.replace(output, moved)
+        output.mkdir()
+        os.replace(moved, output / f"{PART_PREFIX}00000000-000000-initial.parquet")
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def read_done(output: str | os.PathLike) -> tuple[set[str], dict[str, set[str]]]:
+    """Files of ``output`` that have a result, and the errors recorded for the others.
+
+    A part file that cannot be read (e.g. written by another tool and cut short) is renamed to
+    ``.<name>.unreadable`` so readers skip it; its files are attributed again.
+    """
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    parts = [output] if output.is_file() else _parts(output) if output.is_dir() else []
+    done: set[str] = set()
+    failed: dict[str, set[str]] = {}
+    for part in parts:
+        try:
+            table = pq.read_table(part, columns=["file", "error"])
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+            print(f"warning: unreadable part file {part} ({exc}); its images will be attributed again",
+                  file=sys.stderr)
+            if part != output:
+                os.replace(part, part.with_name(f".{part.name}.unreadable"))
+            continue
+        for file, error in zip(table.column("file").to_pylist(), table.column("error").to_pylist()):
+            if error is None:
+                done.add(file)
+            else:
+                failed.setdefault(file, set()).add(error)
+    return done, {f: e for f, e in failed.items() if f not in done}
+
+
+def _head_files(zoo_ref: str | None) -> tuple[str, dict[str, bytes]]:
+    """Name and files of the head, read on the driver and shipped to the workers (no shared disk needed)."""
+    from . import zoo
+
+    folder = zoo.resolve(zoo_ref)
+    zoo.load_head(folder)  # fail here, not in every worker
+    return folder.name, {name: (folder / name).read_bytes() for name in (CONFIG_NAME, WEIGHTS_NAME)}
+
+
+def _check_meta(output: Path, meta: dict[str, Any]) -> None:
+    path = output / META_NAME
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("head_sha256") != meta["head_sha256"]:
+            raise ValueError(f"{output} holds results of head {old.get('zoo')!r} ({old.get('head_sha256', '')[:12]}), "
+                             f"not of {meta['zoo']!r} ({meta['head_sha256'][:12]}); write to another --output")
+    else:
+        path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+class _PartWriter:
+    """Buffers result tables and writes them as ``part-<run>-<n>.parquet`` (temp file + rename)."""
+
+    def __init__(self, folder: Path, rows_per_file: int, skip_errors: dict[str, set[str]]) -> None:
+        self.folder = folder
+        self.rows_per_file = max(1, rows_per_file)
+        self.skip_errors = skip_errors
+        self.run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.written: list[Path] = []
+        self.rows = 0
+        self.errors = 0
+
+    def add(self, table: "pa.Table") -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.errors += table.num_rows - pc.sum(pc.is_null(table.column("error"))).as_py()
+        if self.skip_errors:  # a retried file failing with an error already recorded adds no new row
+            keep = [not (e is not None and e in self.skip_errors.get(f, ()))
+                    for f, e in zip(table.column("file").to_pylist(), table.column("error").to_pylist())]
+            table = table.filter(pa.array(keep, pa.bool_()))
+        if table.num_rows:
+            self.buffer.append(table)
+            self.buffered += table.num_rows
+        if self.buffered >= self.rows_per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.buffered:
+            return
+        table = pa.concat_tables(self.buffer)
+        path = self.folder / f"{PART_PREFIX}{self.run}-{len(self.written):05d}.parquet"
+        tmp = self.folder / f".{path.name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        self.written.append(path)
+        self.rows += table.num_rows
+        self.buffer, self.buffered = [], 0
+
+
+# ------------------------------------------------------------- ray stages
+def _decode_batch(batch: "pa.Table") -> "pa.Table":
+    """Ray task: file keys -> RGB pixels (``uint8`` bytes + height, width) or an error message."""
+    import pyarrow as pa
+
+    from .transform import ImageDecodeError, load_image
+
+    files = batch.column("file").to_pylist()
+    pixels, heights, widths, errors = [], [], [], []
+    for file in files:
+        try:
+            if _is_uri(file):
+                import fsspec
+
+                with fsspec.open(file, "rb") as fh:
+                    data = fh.read()
+                image = load_image(data)
+            else:
+                image = load_image(file)
+            arr = np.asarray(image, dtype=np.uint8)
+            pixels.append(arr.tobytes())
+            heights.append(arr.shape[0])
+            widths.append(arr.shape[1])
+            errors.append(None)
+        except ImageDecodeError as exc:  # same messages as FeatureExtractor, so rows match ``predict``
+            pixels.append(b""), heights.append(0), widths.append(0), errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
+            pixels.append(b""), heights.append(0), widths.append(0)
+            errors.append(f"could not read image: {type(exc).__name__}: {exc}")
+    return pa.table({"file": pa.array(files, pa.string()), "pixels": pa.array(pixels, pa.large_binary()),
+                     "height": pa.array(heights, pa.int32()), "width": pa.array(widths, pa.int32()),
+                     "error": pa.array(errors, pa.string())})
+
+
+class BatchAttributor:
+    """Ray actor: loads the head and its backbone once, then attributes decoded batches.
+
+    ``head_files`` are the head folder's files (``config.json``, ``model.safetensors``) as bytes,
+    so workers on other machines need no copy of the zoo, only this package and its dependencies.
+    """
+
+    def __init__(self, head_files: dict[str, bytes] | list[Any], device: str | None = None, batch_size: int = 16,
+                 threads: int | None = None) -> None:
+        import torch
+
+        from .features import FeatureCache
+        from .pipeline import Attributor
+
+        if isinstance(head_files, list):  # [ObjectRef]: fetched here, so it is not a constructor argument
+            import ray
+
+            head_files = ray.get(head_files[0])
+        if threads:
+            torch.set_num_threads(threads)
+        folder = Path(tempfile.mkdtemp(prefix="attribution-head-"))
+        try:
+            for name, data in head_files.items():
+                (folder / name).write_bytes(data)
+            self.attributor = Attributor.from_pretrained(folder, device=device, batch_size=batch_size,
+                                                         cache=FeatureCache(max_items=0))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def __call__(self, batch: "pa.Table") -> "pa.Table":
+        import pyarrow as pa
+
+        files = batch.column("file").to_pylist()
+        errors = batch.column("error").to_pylist()
+        ok = [i for i, e in enumerate(errors) if e is None]
+        pixels = batch.column("pixels")
+        heights, widths = batch.column("height").to_pylist(), batch.column("width").to_pylist()
+        images = [np.frombuffer(pixels[i].as_buffer(), np.uint8).reshape(heights[i], widths[i], 3) for i in ok]
+        results = dict(zip(ok, self.attributor(images))) if images else {}
+        rows: dict[str, list[Any]] = {name: [] for name in output_schema().names}
+        for i, file in enumerate(files):
+            out = results.get(i)
+            error = errors[i] if out is None else out.error
+            ok_row = error is None
+            rows["file"].append(file)
+            rows["label"].append(out.label if ok_row else None)
+            rows["known"].append(out.known if ok_row else None)
+            rows["scores"].append(json.dumps(out.scores, ensure_ascii=False) if ok_row else None)
+            rows["unknown_score"].append(out.unknown_score if ok_row else None)
+            rows["threshold"].append(out.threshold if ok_row else None)
+            rows["note"].append(out.note if ok_row else None)
+            rows["error"].append(error)
+        return pa.Table.from_pydict(rows, schema=output_schema())
+
+
+# ---------------------------------------------------------------- cluster
+def _connect(ray: Any, address: str | None, num_cpus: int, quiet: bool) -> bool:
+    """Join or start a Ray cluster; True when this call started a local one (to shut it down after)."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    common = {"ignore_reinit_error": True, "log_to_driver": False,
+              "logging_level": logging.WARNING if quiet else logging.INFO}
+    if address == "local":
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common)
+        return True
+    import attribution
+
+    # ship this package's code to the cluster; torch, the backbone weights etc. must be installed there
+    ray.init(address=address, runtime_env={"py_modules": [attribution]}, **common)
+    return False
+
+
+def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None = None, *,
+              address: str | None = None, workers: int = 1, batch_size: int = 16, gpus_per_worker: float = 0.0,
+              cpus_per_worker: float = 1.0, rows_per_file: int = ROWS_PER_FILE, retry_errors: bool = True,
+              quiet: bool = True) -> BatchOutput:
+    """Attribute every image of ``inputs`` into the Parquet dataset ``output`` (a folder of part files).
+
+    Files that ``output`` already holds a result for are skipped. Files recorded with an error are
+    tried again (unless ``retry_errors=False``); a retry failing with the same error adds no row.
+    With no ``address`` (and no ``RAY_ADDRESS``), a local Ray cluster is started and shut down after.
+    """
+    start = time.perf_counter()
+    if workers < 1 or batch_size < 1:
+        raise ValueError("workers and batch_size must be at least 1")
+    ray = require_ray()
+    import pyarrow as pa
+
+    zoo_name, head_files = _head_files(zoo)
+    files = list_inputs(inputs)
+    if not files:
+        raise ValueError(f"no image files found in {', '.join(map(str, inputs))}")
+    out_dir = _prepare_output(Path(output))
+    digest = hashlib.sha256(b"".join(head_files[k] for k in sorted(head_files))).hexdigest()
+    _check_meta(out_dir, {"zoo": zoo_name, "head_sha256": digest, "format": "attribution-batch/1",
+                          "columns": output_schema().names})
+    done, failed = read_done(out_dir)
+    todo = [f for f in files if f not in done and (retry_errors or f not in failed)]
+    writer = _PartWriter(out_dir, rows_per_file, failed)
+    if todo:
+        cpus = os.cpu_count() or 1
+        started = _connect(ray, address, max(cpus, int(np.ceil(workers * cpus_per_worker)) + 1), quiet)
+        try:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = not quiet
+            ctx.print_on_execution_start = not quiet
+            logging.getLogger("ray.data").setLevel(logging.INFO if not quiet else logging.WARNING)
+            block = max(1, min(batch_size, -(-len(todo) // (4 * workers))))  # small blocks: streaming and balance
+            tables = [pa.table({"file": pa.array(todo[i:i + block], pa.string())}) for i in range(0, len(todo), block)]
+            ds = ray.data.from_arrow(tables)
+            ds = ds.map_batches(_decode_batch, batch_format="pyarrow", batch_size=None,
+                                num_cpus=DECODE_CPUS if cpus_per_worker != DECODE_CPUS else DECODE_CPUS / 2)
+            ds = ds.map_batches(
+                BatchAttributor, batch_format="pyarrow", batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
+                fn_constructor_kwargs={"head_files": [ray.put(head_files)], "batch_size": batch_size,
+                                       "device": "cuda" if gpus_per_worker else "cpu",
+                                       "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None})
+            try:
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    writer.add(table)
+            finally:
+                writer.flush()  # rows already computed are kept even if the job fails or is interrupted
+        finally:
+            if started:
+                ray.shutdown()
+    return BatchOutput(str(out_dir), len(files), len(files) - len(todo), len(todo), writer.rows, writer.errors,
+                       [p.name for p in writer.written], round(time.perf_counter() - start, 3))
+
+
+# -------------------------------------------------------------------- CLI
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``python -m attribution batch``: prints one JSON summary line; exit 1 when some image failed."""
+    try:
+        result = run_batch(args.input, args.output, args.zoo, address=args.address, workers=args.workers,
+                           batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
+                           cpus_per_worker=args.cpus_per_worker, rows_per_file=args.rows_per_file,
+                           retry_errors=not args.skip_errors, quiet=args.quiet)
+    except ImportError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("ray"):  # a cluster failure: report it like other errors
+            raise RuntimeError(f"the Ray job failed: {exc}") from exc
+        raise
+    sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    return 1 if result.errors else 0
+
+
+def add_batch_parser(subparsers: Any) -> None:
+    """Register the ``batch`` sub-command on ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser("batch", help="attribute many images on a Ray cluster into a Parquet dataset",
+                              description="Attribute a folder, glob or manifest of images with Ray Data. "
+                                          "Needs: pip install -r requirements-ray.txt")
+    p.add_argument("--zoo", default=None, help="head name, folder or hf-hub:org/repo (default: the shipped head)")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="folders (recursive), globs, files, or .parquet/.csv manifests with a 'path' column")
+    p.add_argument("--output", required=True, help="Parquet dataset folder (e.g. out.parquet/); resumed if it exists")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: 'auto', 'ray://host:10001' or 'local' (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--workers", type=int, default=1, help="model workers (actors), each loading the model once")
+    p.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (0: CPU)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per CPU model worker")
+    p.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE, help="rows per output part file")
+    p.add_argument("--skip-errors", action="store_true", help="do not retry files recorded with an error")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or Ray Data logs")
+    p.set_defaults(func=cmd_batch)
+
+
+def iter_rows(output: str | os.PathLike) -> Iterable[dict[str, Any]]:
+    """Rows of a batch output in ``predict --json`` form (``scores`` parsed back to a dict)."""
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    for part in [output] if output.is_file() else _parts(output):
+        for row in pq.read_table(part, schema=output_schema()).to_pylist():
+            if row["error"] is not None:
+                yield {"file": row["file"], "error": row["error"]}
+                continue
+            row = {k: v for k, v in row.items() if k != "error" and (k != "note" or v)}
+            row["scores"] = json.loads(row["scores"])
+            yield row
