@@ -20,25 +20,35 @@ from .base import Backbone
 EMBED = "embed"
 
 
-def load_open_clip_visual(backbone_id: str) -> torch.nn.Module:
-    """The image tower of ``backbone_id`` with its pretrained weights, on CPU in fp32 and eval mode.
+def parse_backbone_id(backbone_id: str) -> tuple[str, str | None]:
+    """``(model name, pretrained tag or checkpoint)`` for open_clip; schema ids (``hf-hub:``, ``local-dir:``) pass whole."""
+    schema, _ = parse_model_name(backbone_id)
+    if schema:
+        return backbone_id, None
+    name, _, pretrained = backbone_id.partition(":")
+    if not name or not pretrained:
+        raise ValueError(f"CLIP backbone id {backbone_id!r} must be '<model>:<pretrained tag or checkpoint "
+                         f"path>', 'hf-hub:org/repo' or 'local-dir:/path'")
+    return name, pretrained
+
+
+def load_open_clip_model(backbone_id: str) -> torch.nn.Module:
+    """The whole CLIP model of ``backbone_id`` with its pretrained weights, on CPU in fp32 and eval mode.
 
     Raises ``ValueError`` for a malformed id and ``RuntimeError`` naming the id when the weights
     cannot be loaded (open_clip is asked to require them, so there is no silent random init).
     """
-    schema, _ = parse_model_name(backbone_id)
-    if schema:
-        name, pretrained = backbone_id, None
-    else:
-        name, _, pretrained = backbone_id.partition(":")
-        if not name or not pretrained:
-            raise ValueError(f"CLIP backbone id {backbone_id!r} must be '<model>:<pretrained tag or checkpoint "
-                             f"path>', 'hf-hub:org/repo' or 'local-dir:/path'")
+    name, pretrained = parse_backbone_id(backbone_id)
     try:
         model = open_clip.create_model_from_pretrained(name, pretrained, device="cpu", return_transform=False)
     except Exception as exc:
         raise RuntimeError(f"cannot load CLIP backbone {backbone_id!r}: {exc}") from exc
-    return model.visual.eval()
+    return model.eval()
+
+
+def load_open_clip_visual(backbone_id: str) -> torch.nn.Module:
+    """The image tower of :func:`load_open_clip_model` (the text tower is freed)."""
+    return load_open_clip_model(backbone_id).visual.eval()
 
 
 def default_preprocess_cfg(visual: torch.nn.Module) -> PreprocessCfg:
