@@ -91,6 +91,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(o.error for o in outputs) else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .whitebox import WhiteBoxVerifier
+
+    verifier = WhiteBoxVerifier.from_pretrained(args.pipeline, steps=args.steps)
+    own = expand_inputs(args.images) if args.images else None
+    verifier.calibrate(own, n_samples=args.n_samples, progress=_progress("calibrate", args.quiet))
+    path = verifier.save_calibration(args.out or args.pipeline)
+    print(json.dumps({"calibration": str(Path(path).resolve()), "threshold": float(verifier.offset_),
+                      "n_samples": len(own) if own else args.n_samples, "steps": args.steps}))
+    return 0
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     attributor = _load(args)
     result = attributor.enroll(args.name, expand_inputs(args.paths), progress=_progress("enroll", args.quiet))
@@ -178,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("calibrate", help="white-box: set a diffusers model's threshold from its own samples")
+    p.add_argument("pipeline", help="diffusers pipeline or VAE folder / Hub id")
+    p.add_argument("--out", default=None, help="calibration JSON file or folder (default: inside the pipeline folder)")
+    p.add_argument("--n-samples", type=int, default=16, help="own samples generated when no PATH is given")
+    p.add_argument("--steps", type=int, default=50, help="inversion steps (verify must use the same)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--images", nargs="+", default=None, help="the model's own images or folders (optional)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train", help="fit a head on a folder-per-class dataset")
     common(p, zoo_arg=False)

@@ -16,18 +16,12 @@ from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
-from .transform import ImageInput, load_image
+from .transform import ImageInput, file_name, load_image
 from . import zoo
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
 EXEMPLAR_DIR = "exemplars"
-
-
-def _file_name(image: ImageInput) -> str | None:
-    if isinstance(image, (str, os.PathLike)):
-        return str(Path(image).resolve())
-    return getattr(image, "filename", None) or None
 
 
 def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
@@ -90,7 +84,7 @@ class Attributor:
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         head = self.head  # one consistent head for the whole call, even if an enrollment swaps it meanwhile
         batch = self.features(images, progress)
-        outputs = [AttributionOutput(file=_file_name(im)) for im in images]
+        outputs = [AttributionOutput(file=file_name(im)) for im in images]
         for pos, message in batch.errors.items():
             outputs[pos].error = message
         if not batch.index:
@@ -121,7 +115,7 @@ class Attributor:
             raise ValueError(f"unknown model {model!r}; the zoo knows: {', '.join(head.classes_)}")
         images = list(images)
         batch = self.features(images, progress)
-        outputs = [VerificationOutput(file=_file_name(im), model=model) for im in images]
+        outputs = [VerificationOutput(file=file_name(im), model=model) for im in images]
         for pos, message in batch.errors.items():
             outputs[pos].error = message
         if batch.index:
@@ -150,7 +144,7 @@ class Attributor:
         if label in self.head.classes_:
             raise ValueError(f"{label!r} is already in the zoo; remove it first or choose another name")
         batch = self.features(images, progress)
-        errors = {str(_file_name(images[p]) or f"image {p + 1}"): m for p, m in batch.errors.items()}
+        errors = {str(file_name(images[p]) or f"image {p + 1}"): m for p, m in batch.errors.items()}
         if len(batch.index) < MIN_ENROLL_IMAGES:
             raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} readable images; got "
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))

@@ -57,6 +57,13 @@ class PreprocessCfg:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def file_name(image: ImageInput) -> str | None:
+    """The absolute path of a path input, else the ``filename`` an image carries, else ``None``."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(Path(image).resolve())
+    return getattr(image, "filename", None) or None
+
+
 def load_image(image: ImageInput) -> Image.Image:
     """Decode ``image`` to an RGB ``PIL.Image`` carrying no metadata.
 
