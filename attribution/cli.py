@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .batch import add_batch_parser
 from .constants import IMAGE_EXTENSIONS
 
 
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token", default=None)
     s.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_zoo)
+
+    add_batch_parser(sub)
     return parser
 
 
