@@ -28,6 +28,8 @@ FALLBACK_NAME = "test-head"
 NEW_GENERATOR = "Test Gen 1"
 NEW_LABEL = "test_gen_1"
 START_TIMEOUT = 240
+# UI callbacks called outside a request turn their gr.Warning toasts into UserWarnings: expected here
+EXPECTED_TOASTS = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 
 
 # ----------------------------------------------------------------------------- helpers (also used by test_browser)
@@ -66,14 +68,22 @@ def _build_fallback_head(root: Path) -> Path:
     return out
 
 
-def head_args(home: Path, factory) -> list[str]:
-    """``app.py`` arguments selecting the head: the default one, or a fallback copied into ``home``'s user zoo."""
+def head_folder(factory) -> Path:
+    """The shipped default head, or a small one trained once per session when it is missing."""
     if (DEFAULT_HEAD / "config.json").is_file():
-        return []
+        return DEFAULT_HEAD
     built = factory.getbasetemp() / "fallback-head" / FALLBACK_NAME
     if not (built / "config.json").is_file():
         _build_fallback_head(built.parent)
-    shutil.copytree(built, home / "zoo" / FALLBACK_NAME, dirs_exist_ok=True)
+    return built
+
+
+def head_args(home: Path, factory) -> list[str]:
+    """``app.py`` arguments selecting the head: the default one, or a fallback copied into ``home``'s user zoo."""
+    folder = head_folder(factory)
+    if folder == DEFAULT_HEAD:
+        return []
+    shutil.copytree(folder, home / "zoo" / FALLBACK_NAME, dirs_exist_ok=True)
     return ["--zoo", FALLBACK_NAME]
 
 
@@ -111,7 +121,8 @@ class AppServer:
         raise RuntimeError(f"app.py did not answer within {START_TIMEOUT} s:\n{self.output()}")
 
     def output(self) -> str:
-        self._log_fh.flush()
+        if not self._log_fh.closed:
+            self._log_fh.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
@@ -262,15 +273,21 @@ def test_zip_uploads_are_unpacked_safely(app_module, tmp_path):
         app_module.expand_uploads([str(tmp_path / "bad.zip")], limit=10)
 
 
+@EXPECTED_TOASTS
 def test_whitebox_mode_reports_load_failures(app_module, tmp_path):
     image = make_image(tmp_path / "a.png", seed=3)
     message, table = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], str(tmp_path / "no-model"), 5,
                                           None, progress=None)
-    assert "could not load a diffusers VAE" in message and table is None
+    assert "no such folder" in message and table is None
+    (tmp_path / "empty").mkdir()
+    message, _ = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], str(tmp_path / "empty"), 5, None,
+                                      progress=None)
+    assert "could not load a diffusers VAE" in message
     message, _ = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], "", 5, None, progress=None)
     assert "pipeline folder or Hub id" in message
 
 
+@EXPECTED_TOASTS
 def test_whitebox_mode_with_a_tiny_vae(app_module, tmp_path):
     pytest.importorskip("diffusers")
     import torch
@@ -297,3 +314,33 @@ def test_whitebox_mode_with_a_tiny_vae(app_module, tmp_path):
     uncalibrated, _ = app_module.verify_ui(app_module.WHITEBOX, None, images[:1], str(folder), 3, None,
                                            progress=None)
     assert "no white-box calibration" in uncalibrated
+
+
+@EXPECTED_TOASTS
+def test_switch_enroll_remove_export_in_process(app_module, user_home, images, tmp_path_factory, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    source = head_folder(tmp_path_factory)
+    shutil.copytree(source, user_home / "zoo" / "copy-head")
+    app_module.set_default_ref("copy-head")
+    try:
+        first_head = app_module.get_attributor().head
+        result = app_module.enroll_files("Local Gen", [(p.name, str(p)) for p in images["enroll"][:3]])
+        assert result.name == "local_gen" and Path(result.saved_to) == user_home / "zoo" / "copy-head"
+        # copy-on-write: a request holding the previous head keeps a consistent one
+        assert "local_gen" in app_module.get_attributor().classes and "local_gen" not in first_head.classes_
+        with zipfile.ZipFile(app_module.export_zip()) as zf:
+            names = zf.namelist()
+        assert {"copy-head/config.json", "copy-head/model.safetensors", "copy-head/README.md"} <= set(names)
+        assert any(n.startswith("copy-head/exemplars/local_gen/") for n in names)
+        banner, *_ = app_module.refresh_all()
+        assert "local_gen" in banner
+        assert "Removed" in app_module.remove_ui("local_gen")
+        assert "local_gen" not in app_module.get_attributor().classes
+        assert "not an enrolled generator" in app_module.remove_ui("real")
+        # same features: the backbone is reused, not loaded again
+        before = app_module.get_attributor().backbone
+        assert app_module.load_head(str(source)).backbone is before
+        assert "no zoo head named" in app_module.load_ui("no-such-head")
+        assert "needs a write token" in app_module.push_ui("someone/some-head", True)
+    finally:
+        app_module.set_default_ref(None)
