@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default=None, choices=["mean", "meanstd"])
     p.add_argument("--crops", type=int, default=None, help="native-resolution crops per image")
     p.add_argument("--size", type=int, default=None, help="crop size in pixels")
-    p.add_argument("--n-components", type=int, default=128)
+    p.add_argument("--n-components", type=int, default=384)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("zoo", help="list, show or publish heads")

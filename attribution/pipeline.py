@@ -91,12 +91,12 @@ class Attributor:
             return outputs
         X = batch.features
         proba = head.predict_proba(X)
-        unknown = head.unknown_score(X)
+        unknown, rejected = head.unknown_score(X), head.reject(X)
         neighbours = head.nearest_exemplars(X, nearest) if nearest else [[] for _ in batch.index]
         for row, pos in enumerate(batch.index):
             out = outputs[pos]
             top = head.classes_[int(proba[row].argmax())]
-            out.known = bool(unknown[row] <= head.offset_)
+            out.known = not rejected[row]
             out.label = top if out.known else UNKNOWN
             out.scores = {c: round(float(p), 6) for c, p in zip(head.classes_, proba[row])}
             out.unknown_score = round(float(unknown[row]), 6)

@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache/attribution/features"))
     parser.add_argument("--write-zoo", default=None, help="write the metrics into this head's config and card")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refit", action="store_true",
+                        help="with --write-zoo: refit that head on all the data with the measured head parameters")
+    parser.add_argument("--head-params", default="{}", help="JSON overriding the head's parameters")
     parser.add_argument("--no-perturb", action="store_true", help="skip the JPEG / resize robustness rows")
     args = parser.parse_args(argv)
 
@@ -119,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     X, y = batch.features, np.asarray(labels)[batch.index]
     kept = [files[i] for i in batch.index]
     Xp = {} if args.no_perturb else {kind: extractor([perturb(f, kind) for f in kept]).features for kind in PERTURBATIONS}
+    head_params = {**config["head_params"], **json.loads(args.head_params)}
     generators = sorted(set(y) - {REAL})
     rows, curves = {}, {}
     for g in generators:
-        rows[g], curves[g] = evaluate_fold(g, X, y, Xp, config["head_params"], args.seed)
+        rows[g], curves[g] = evaluate_fold(g, X, y, Xp, head_params, args.seed)
         print(f"held out {g:<22} " + "  ".join(f"{k}={v:.3f}" for k, v in rows[g].items()
                                                    if k in ("closed_set_acc", "auroc_unknown", "oscr")), file=sys.stderr)
     names = list(next(iter(rows.values())))
@@ -131,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     for k in names:
         print(f"| {k} | " + " | ".join(f"{rows[g][k]:.3f}" for g in generators) + f" | {mean[k]:.3f} |")
     if args.write_zoo:
-        write_metrics(Path(args.write_zoo), mean, rows, curves, X, y, config["head_params"])
+        if args.refit:
+            ids = [str(f.relative_to(Path(args.data))) for f in kept]
+            head = OpenSetHead(**head_params).fit(X, y, ids=ids)
+            training = {**config.get("training", {}), "n_images": int(len(y)),
+                        "class_counts": {str(c): int((y == c).sum()) for c in np.unique(y)}}
+            zoo.save_pretrained(args.write_zoo, head, backbone.config(), name=Path(args.write_zoo).name, training=training)
+        write_metrics(Path(args.write_zoo), mean, rows, curves, X, y, head_params)
     return 0
 
 

@@ -21,6 +21,17 @@ def dev_data() -> Path:
     return DEV_DATA
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared CPU run many times faster on one intra-op thread than contending for two."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def user_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty user zoo for this test."""

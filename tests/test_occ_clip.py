@@ -33,13 +33,7 @@ SIZE = 32
 AMPLITUDE = 0.04  # strength of the generator fingerprints on top of random smooth content
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops on a shared CPU run 20-40x faster on one thread than contending for two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

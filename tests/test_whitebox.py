@@ -63,13 +63,7 @@ def _tiny_vae(seed: int, train_steps: int = 40) -> AutoencoderKL:
     return vae.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These models are tiny: a second intra-op thread only adds sync overhead (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from .base import Backbone
 
 VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 LAYER_NAMES = tuple(f"blocks.{i}" for i in range(7)) + ("conv_head",)
-DEFAULT_LAYERS = LAYER_NAMES
+DEFAULT_LAYERS = LAYER_NAMES  # all stages: best leave-one-generator-out with OpenSetHead (benchmarks/accuracy.py)
 POOLS = ("mean", "meanstd")
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
 from sklearn.covariance import ledoit_wolf
 from sklearn.model_selection import StratifiedKFold
 
 from ..constants import UNKNOWN
-from .base import BaseHead
+from .base import BaseHead, NotFittedError
+
+DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -48,10 +51,19 @@ class OpenSetHead(BaseHead):
     ----------
     n_components : int
         PCA dimensions kept before whitening (capped by the data).
+    shrinkage : float or None
+        Weight of the identity (scaled to the mean variance) mixed into the within-class covariance;
+        ``None`` picks it by Ledoit-Wolf.
+    unknown_temperature : float
+        Temperature of the softmax whose ``1 - max`` is the unknown score (flatter than the calibrated
+        one, so that distance to all classes still counts).
     accept_rate : float
         Share of held-out known-class images the ``unknown`` threshold must accept (out-of-fold).
     false_match_rate : float
         Per-class verification threshold: share of other-class images allowed to match.
+    enroll_false_rate : float
+        An enrolled class gets the bias (log prior) under which this share of the exemplar bank's
+        other-class images would be attributed to it: the most recall the old classes can afford.
     bank_size : int
         Exemplars kept per class (whitened) as the negative bank and for nearest-example look-ups.
     n_folds : int
@@ -68,15 +80,19 @@ class OpenSetHead(BaseHead):
     'unknown'
     """
 
-    _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "verify_offsets_",
+    _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "class_bias_", "verify_offsets_",
                     "bank_", "bank_labels_")
-    _meta_attrs = ("classes_", "offset_", "temperature_", "bank_ids_")
+    _meta_attrs = ("classes_", "offset_", "distance_offset_", "temperature_", "bank_ids_")
 
-    def __init__(self, n_components: int = 128, *, accept_rate: float = 0.95, false_match_rate: float = 0.01,
+    def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
+                 accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.0,
                  bank_size: int = 64, n_folds: int = 5, random_state: int = 0) -> None:
         self.n_components = n_components
+        self.shrinkage = shrinkage
+        self.unknown_temperature = unknown_temperature
         self.accept_rate = accept_rate
         self.false_match_rate = false_match_rate
+        self.enroll_false_rate = enroll_false_rate
         self.bank_size = bank_size
         self.n_folds = n_folds
         self.random_state = random_state
@@ -101,7 +117,9 @@ class OpenSetHead(BaseHead):
         self._fit_geometry(X, codes)
         self._calibrate(X, codes)
         ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
-        self.bank_, self.bank_labels_, self.bank_ids_ = self._sample_bank(self.transform(X), codes, ids)
+        keep = self._sample_bank(codes)
+        self.bank_, self.bank_labels_ = self.transform(X[keep]), codes[keep].astype(np.int64)
+        self.bank_ids_ = [str(i) for i in ids[keep]]
         return self
 
     def _fit_geometry(self, X: np.ndarray, codes: np.ndarray) -> None:
@@ -114,11 +132,16 @@ class OpenSetHead(BaseHead):
         n_classes = int(codes.max()) + 1
         means = np.stack([P[codes == c].mean(axis=0) for c in range(n_classes)])
         within = P - means[codes]
-        cov, _ = ledoit_wolf(within, assume_centered=True)
+        if self.shrinkage is None:
+            cov, _ = ledoit_wolf(within, assume_centered=True)
+        else:
+            sample = within.T @ within / max(len(within) - n_classes, 1)
+            cov = (1 - self.shrinkage) * sample + self.shrinkage * np.trace(sample) / k * np.eye(k)
         whiten = np.linalg.inv(np.linalg.cholesky(cov)).T  # z = p @ whiten has identity within-class covariance
         self.projection_ = pcs @ whiten
         self.class_means_ = means @ whiten
         self.class_counts_ = np.bincount(codes, minlength=n_classes).astype(np.float64)
+        self.class_bias_ = np.zeros(n_classes)
 
     def _calibrate(self, X: np.ndarray, codes: np.ndarray) -> None:
         """Out-of-fold scores of the training data set the temperature and both thresholds."""
@@ -126,24 +149,26 @@ class OpenSetHead(BaseHead):
         folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.random_state)
         decisions = np.zeros((len(X), len(self.classes_)))
         for train, held_out in folds.split(X, codes):
-            fold = OpenSetHead(self.n_components)
+            fold = OpenSetHead(self.n_components, shrinkage=self.shrinkage)
             fold.classes_ = self.classes_
             fold._fit_geometry(X[train], codes[train])
             decisions[held_out] = fold.decision_function(X[held_out])
         self.temperature_ = _fit_temperature(decisions, codes)
         self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions), self.accept_rate))
-        self.verify_offsets_ = np.array([self._verify_offset(decisions[codes != c, c])
+        self.distance_offset_ = float(np.quantile(self._distance_from_likelihoods(decisions), DISTANCE_ACCEPT_RATE))
+        log_odds = self._log_odds(decisions)
+        self.verify_offsets_ = np.array([self._verify_offset(log_odds[codes != c, c])
                                          for c in range(len(self.classes_))])
 
     def _verify_offset(self, negative_scores: np.ndarray) -> float:
         return float(np.quantile(negative_scores, 1.0 - self.false_match_rate))
 
-    def _sample_bank(self, Z: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _sample_bank(self, codes: np.ndarray) -> np.ndarray:
+        """Rows kept as exemplars: up to ``bank_size`` per class, at random."""
         rng = np.random.default_rng(self.random_state)
         keep = np.concatenate([rng.permutation(np.flatnonzero(codes == c))[: self.bank_size]
                                for c in np.unique(codes)])
-        keep.sort()
-        return Z[keep], codes[keep].astype(np.int64), [str(i) for i in ids[keep]]
+        return np.sort(keep)
 
     # -------------------------------------------------------------- enrollment
     def enroll(self, X: np.ndarray, label: str, ids: Sequence[str] | None = None) -> "OpenSetHead":
@@ -159,7 +184,12 @@ class OpenSetHead(BaseHead):
         self.classes_ = [*self.classes_, label]
         self.class_means_ = np.vstack([self.class_means_, Z.mean(axis=0)])
         self.class_counts_ = np.append(self.class_counts_, float(len(X)))
-        negatives = self._verification_scores(self.bank_)[:, code]
+        self.class_bias_ = np.append(self.class_bias_, 0.0)
+        bank = self._decisions(self.bank_)
+        margin = bank[:, code] - np.delete(bank, code, axis=1).max(axis=1)
+        self.class_bias_[code] = -float(np.quantile(margin, 1.0 - self.enroll_false_rate))
+        bank[:, code] += self.class_bias_[code]
+        negatives = self._log_odds(bank)[:, code]
         self.verify_offsets_ = np.append(self.verify_offsets_, self._verify_offset(negatives))
         keep = np.arange(min(len(Z), self.bank_size))
         self.bank_ = np.vstack([self.bank_, Z[keep]])
@@ -179,6 +209,7 @@ class OpenSetHead(BaseHead):
         keep = np.arange(len(self.classes_)) != code
         self.classes_ = [c for c in self.classes_ if c != label]
         self.class_means_, self.class_counts_ = self.class_means_[keep], self.class_counts_[keep]
+        self.class_bias_ = self.class_bias_[keep]
         self.verify_offsets_ = self.verify_offsets_[keep]
         rows = self.bank_labels_ != code
         self.bank_, self.bank_ids_ = self.bank_[rows], [i for i, r in zip(self.bank_ids_, rows) if r]
@@ -189,18 +220,24 @@ class OpenSetHead(BaseHead):
     # ---------------------------------------------------------------- scoring
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Whitened features ``(n_samples, n_components)``."""
+        if not hasattr(self, "projection_"):
+            raise NotFittedError("OpenSetHead is not fitted yet; call fit first")
         return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.projection_
 
-    def _scaled_sqdist(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Squared distances to each class mean divided by the predictive inflation ``1 + 1/n_c``."""
+    def _likelihoods(self, Z: np.ndarray) -> np.ndarray:
+        """Posterior-predictive log-likelihood of each class (covariance inflated by ``1 + 1/n_c`` for a class
+        estimated from ``n_c`` samples), without the enrolled-class biases."""
         d = ((Z[:, None, :] - self.class_means_[None]) ** 2).sum(axis=2)
         inflation = 1.0 + 1.0 / self.class_counts_
-        return d / inflation, inflation
+        return -0.5 * d / inflation - 0.5 * Z.shape[1] * np.log(inflation)
+
+    def _decisions(self, Z: np.ndarray) -> np.ndarray:
+        return self._likelihoods(Z) + self.class_bias_
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Log-likelihood of each class (equal priors, posterior predictive), ``(n_samples, n_classes)``."""
-        d, inflation = self._scaled_sqdist(self.transform(X))
-        return -0.5 * d - 0.5 * self.projection_.shape[1] * np.log(inflation)
+        """Log-likelihood of each class (posterior predictive, equal priors but for enrolled-class biases),
+        ``(n_samples, n_classes)``."""
+        return self._decisions(self.transform(X))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Temperature-calibrated class probabilities over the known classes."""
@@ -208,28 +245,47 @@ class OpenSetHead(BaseHead):
         return _softmax(self.decision_function(X) / self.temperature_)
 
     def _unknown_from_decisions(self, decisions: np.ndarray) -> np.ndarray:
-        return -decisions.max(axis=1) / self.projection_.shape[1]
+        return 1.0 - _softmax(decisions / self.unknown_temperature).max(axis=1)
+
+    def _distance_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
+        return -likelihoods.max(axis=1) / self.projection_.shape[1]
 
     def unknown_score(self, X: np.ndarray) -> np.ndarray:
-        """How far a sample lies from every known class (per dimension); higher = more likely unknown."""
+        """``1 - max`` of a flattened softmax of the unbiased likelihoods (higher = more likely unknown).
+
+        Enrolled-class biases are left out: they move the boundary between known classes, not the
+        boundary of the known world, so enrolling never makes old-class images look unknown.
+        """
         self.check_is_fitted()
-        return self._unknown_from_decisions(self.decision_function(X))
+        return self._unknown_from_decisions(self._likelihoods(self.transform(X)))
+
+    def reject(self, X: np.ndarray) -> np.ndarray:
+        """``True`` where a sample is ``unknown``: its :meth:`unknown_score` exceeds ``offset_``, or it lies
+        farther from every class than ``distance_offset_`` (a guard for inputs far outside the known
+        world, which a softmax can still call confidently)."""
+        likelihoods = self._likelihoods(self.transform(X))
+        return ((self._unknown_from_decisions(likelihoods) > self.offset_)
+                | (self._distance_from_likelihoods(likelihoods) > self.distance_offset_))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Class names, or ``"unknown"`` where :meth:`unknown_score` exceeds ``offset_``."""
-        proba = self.predict_proba(X)
-        labels = np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)]
-        labels[self.unknown_score(X) > self.offset_] = UNKNOWN
+        """Class names, or ``"unknown"`` where :meth:`reject` says so."""
+        best = self.decision_function(X).argmax(axis=1)
+        labels = np.asarray(self.classes_, dtype=object)[best]
+        labels[self.reject(X)] = UNKNOWN
         return labels
 
-    def _verification_scores(self, Z: np.ndarray) -> np.ndarray:
-        d, _ = self._scaled_sqdist(Z)
-        return -d / Z.shape[1]
+    def _log_odds(self, decisions: np.ndarray) -> np.ndarray:
+        """``log p_c - log(1 - p_c)`` for every class under the calibrated temperature."""
+        z = decisions / self.temperature_
+        out = np.empty_like(z)
+        for c in range(z.shape[1]):
+            out[:, c] = z[:, c] - logsumexp(np.delete(z, c, axis=1), axis=1)
+        return out
 
     def score_samples(self, X: np.ndarray, label: str) -> np.ndarray:
-        """One-class score for "made by ``label``": higher = closer to that class; match when > its offset."""
+        """Verification score for "made by ``label``": the log-odds of that class; higher = more likely."""
         self.check_is_fitted()
-        return self._verification_scores(self.transform(X))[:, self._code(label)]
+        return self._log_odds(self.decision_function(X))[:, self._code(label)]
 
     def verification_score(self, X: np.ndarray, label: str) -> np.ndarray:
         """``score_samples`` minus the class's offset: > 0 is a match at ``false_match_rate``."""
@@ -248,9 +304,3 @@ class OpenSetHead(BaseHead):
         if label not in self.classes_:
             raise ValueError(f"unknown class {label!r}; known: {self.classes_}")
         return self.classes_.index(label)
-
-    def summary(self) -> dict[str, Any]:
-        """Thresholds and class sizes, for the model card."""
-        return {"classes": self.classes_, "offset": self.offset_, "temperature": self.temperature_,
-                "class_counts": self.class_counts_.astype(int).tolist(),
-                "verify_offsets": self.verify_offsets_.tolist()}
