@@ -124,6 +124,37 @@ class _PlainHttp:
         raise RuntimeError("the event stream ended before the result")
 
 
+def burst(image: str | os.PathLike | None = None, n: int = 20, zoo: str | None = None) -> dict[str, float]:
+    """``n`` concurrent ``/attribute`` requests from ``n`` clients: wall seconds, answered and failed counts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    variants = _variants(Path(image) if image else _default_image(), n)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory(prefix="app-burst-home-") as home:
+        proc = _start_app(zoo, home, port)
+        try:
+            _wait_ready(url, proc)
+            Client(url, verbose=False).predict(handle_file(str(variants[0])), api_name="/attribute")  # warm-up
+
+            def one(path: Path) -> bool:
+                try:
+                    return "label" in Client(url, verbose=False).predict(handle_file(str(path)), api_name="/attribute")
+                except Exception:  # noqa: BLE001 - counted as a failure
+                    return False
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                ok = list(pool.map(one, variants))
+            seconds = time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    return {"seconds": seconds, "answered": float(sum(ok)), "failed": float(len(ok) - sum(ok))}
+
+
 def measure(image: str | os.PathLike | None = None, n: int = 10, zoo: str | None = None) -> dict[str, float]:
     """Median seconds for ``image``: ``latency`` (app upload-to-verdict), ``raw`` (one backbone forward),
     ``library`` (in-process Attributor call), plus ``p90`` and ``cold_start`` (process start to first verdict).

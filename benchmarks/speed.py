@@ -7,7 +7,8 @@ Prints one table measured in one run on the same images:
   (target <= 1.5);
 - enrollment of 10 new images vs their raw forwards + 0.5 s (target <= 1.2x);
 - cold start of the CLI (one image, process start to exit) and its peak memory;
-- app upload-to-verdict latency vs one raw forward (target <= 1.25, via benchmarks/app_latency.py when present).
+- app upload-to-verdict latency vs one raw forward (target <= 1.25), and 20 concurrent requests
+  (via benchmarks/app_latency.py).
 """
 from __future__ import annotations
 
@@ -100,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             ("library load (backbone + head), s", load_s, "")]
     try:
         sys.path.insert(0, str(REPO / "benchmarks"))
-        from app_latency import measure  # type: ignore
+        from app_latency import burst, measure  # type: ignore
 
         app = measure(batch_files[0])
+        load = burst(batch_files[0], n=20)
         rows += [("app upload-to-verdict, s", app["latency"], f"ratio {app['latency'] / app['raw']:.2f} (target <= 1.25)"),
-                 ("app cold start, s", app.get("cold_start", float("nan")), "")]
+                 ("app cold start, s", app.get("cold_start", float("nan")), ""),
+                 ("app, 20 concurrent /attribute, s", load["seconds"],
+                  f"{load['answered']:.0f} answered, {load['failed']:.0f} failed")]
     except ImportError as exc:
         rows.append(("app latency", float("nan"), f"skipped: {exc}"))
     print(f"\nbackbone {attributor.backbone.id}, {attributor.backbone.transform.n_views} views of "

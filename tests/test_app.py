@@ -186,6 +186,22 @@ def test_attribute_real_image(client, images):
     assert isinstance(result["unknown_score"], float) and isinstance(result["threshold"], float)
 
 
+def test_twenty_concurrent_attribute_requests(server, images, tmp_path):
+    """20 clients at once: every request is answered, none fails (the queue holds them, bounded at 64)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [make_image(tmp_path / f"c{i}.png", seed=700 + i, size=256) for i in range(20)]
+
+    def one(path):
+        return Client(server.url, verbose=False).predict(handle_file(str(path)), api_name="/attribute")
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, paths))
+    assert len(results) == 20
+    assert all("error" not in r and r["label"] for r in results)
+    assert sorted(r["file"] for r in results) == sorted(p.name for p in paths)
+
+
 def test_enroll_attribute_verify(client, images):
     files = [handle_file(str(p)) for p in images["enroll"]]
     result = client.predict(NEW_GENERATOR, files, api_name="/enroll")
