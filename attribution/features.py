@@ -83,7 +83,6 @@ class FeatureBatch:
     index: list[int]
     errors: dict[int, str] = field(default_factory=dict)
     notes: dict[int, str] = field(default_factory=dict)
-    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -97,7 +96,6 @@ class _Decoded:
     cached: np.ndarray | None = None
     error: str | None = None
     note: str | None = None
-    size: tuple[int, int] | None = None
 
 
 class FeatureExtractor:
@@ -125,8 +123,8 @@ class FeatureExtractor:
             note = f"small image {pil.size[0]}x{pil.size[1]} upscaled to a {size} px window; attribution is less reliable"
         cached = self.cache.get(key)
         if cached is not None:
-            return _Decoded(position, key=key, cached=cached, note=note, size=pil.size)
-        return _Decoded(position, key=key, views=self.backbone.transform(pil), note=note, size=pil.size)
+            return _Decoded(position, key=key, cached=cached, note=note)
+        return _Decoded(position, key=key, views=self.backbone.transform(pil), note=note)
 
     def _decoded(self, images: Sequence[ImageInput]) -> Iterator[_Decoded]:
         if self.num_workers <= 1 or len(images) <= 1:
@@ -163,7 +161,6 @@ class FeatureExtractor:
                 continue
             if d.note:
                 batch.notes[d.position] = d.note
-            batch.sizes[d.position] = d.size
             if d.cached is not None:
                 feats[d.position] = d.cached
                 done += 1

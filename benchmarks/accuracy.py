@@ -152,7 +152,7 @@ def write_metrics(folder: Path, mean: dict, rows: dict, curves: dict, X: np.ndar
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
-    from sklearn.model_selection import cross_val_predict, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     head, config = zoo.load_head(folder)
     classes = np.unique(y)

@@ -199,7 +199,8 @@ def measure(image: str | os.PathLike | None = None, n: int = 10, zoo: str | None
                 t_app = time.perf_counter() - t
                 assert result.get("label"), result
                 try:
-                    http = http if i else _PlainHttp(url)
+                    if i == 0:
+                        http = _PlainHttp(url)
                     t_plain = timed(http, variants[3 + 3 * i])
                 except Exception:  # noqa: BLE001 - the wire protocol is gradio-internal; report nan
                     t_plain = float("nan")

@@ -1,9 +1,7 @@
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from attribution import Attributor, zoo

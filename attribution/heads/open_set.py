@@ -8,7 +8,7 @@ correction for classes estimated from few samples, and the same distances give t
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.special import logsumexp
