@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -39,3 +40,26 @@ def test_registry_and_errors():
     mstd = create_backbone("efficientnet_lite0:imagenet", layers=["blocks.1"], pool="meanstd")
     assert mstd.encode(torch.randn(1, 3, 64, 64)).shape == (1, 48)
     assert mstd.config()["pool"] == "meanstd"
+
+
+def test_residual_spectra_see_periodic_traces():
+    from attribution.backbones.forensic import RADIAL_BINS, residual_spectra
+
+    rng = np.random.default_rng(0)
+    smooth = torch.from_numpy(np.asarray(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+                                         .resize((256, 256), Image.Resampling.BICUBIC), np.float32)).permute(2, 0, 1)
+    grid = torch.zeros(256, 256)
+    grid[:, ::4] = 6.0  # an upsampling-like trace: period 4 px -> half of Nyquist
+    clean, traced = residual_spectra(torch.stack([smooth, smooth + grid]))["radial"]
+    assert clean.shape == (RADIAL_BINS,)
+    ring = RADIAL_BINS // 2  # |f| = 0.25 cycles/px is half of Nyquist (0.5)
+    assert traced[ring] - clean[ring] > 2.0  # a peak of more than e^2 in power
+    flat = residual_spectra(torch.full((1, 3, 64, 64), 128.0))
+    assert flat["spectrum"].abs().max() < 1e-4  # no residual, no trace
+    with pytest.raises(ValueError, match="multiple of 32"):
+        residual_spectra(torch.zeros(1, 3, 50, 50))
+
+
+def test_forensic_layers_without_the_network():
+    b = create_backbone("efficientnet_lite0:imagenet", layers=["radial"])
+    assert b._last_block < 0 and b.encode(torch.randn(2, 3, 64, 64)).shape == (2, 48)

@@ -13,10 +13,11 @@ import torch
 from ..constants import INCEPTION_MEAN, INCEPTION_STD
 from ..transform import PreprocessCfg
 from .base import Backbone
+from .forensic import FORENSIC_LAYERS, residual_spectra
 
 VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
-LAYER_NAMES = tuple(f"blocks.{i}" for i in range(7)) + ("conv_head",)
-DEFAULT_LAYERS = LAYER_NAMES  # all stages: best leave-one-generator-out with OpenSetHead (benchmarks/accuracy.py)
+LAYER_NAMES = tuple(f"blocks.{i}" for i in range(7)) + ("conv_head",) + FORENSIC_LAYERS
+DEFAULT_LAYERS = LAYER_NAMES  # all stages + residual spectra: best leave-one-generator-out (benchmarks/accuracy.py)
 POOLS = ("mean", "meanstd")
 
 
@@ -49,7 +50,8 @@ def load_imagenet_model(variant: str) -> torch.nn.Module:
 
 
 class EfficientNetBackbone(Backbone):
-    """Pooled outputs of chosen EfficientNet-Lite stages (``blocks.0`` .. ``blocks.6``, ``conv_head``).
+    """Pooled outputs of chosen EfficientNet-Lite stages (``blocks.0`` .. ``blocks.6``, ``conv_head``), and
+    optionally the weight-free noise-residual spectra (``spectrum``, ``radial``; see :mod:`.forensic`).
 
     ``pool="meanstd"`` appends the spatial standard deviation of each channel to its mean, a
     second-order texture statistic that keeps more of a generator's local fingerprint.
@@ -72,8 +74,8 @@ class EfficientNetBackbone(Backbone):
         super().__init__(f"{variant}:imagenet", layers, cfg, device)
         self.pool = pool
         self.model = load_imagenet_model(variant).to(self.device, self.dtype)
-        wanted = [LAYER_NAMES.index(name) for name in layers]
-        self._last_block = max(wanted)
+        network = [LAYER_NAMES.index(name) for name in layers if name not in FORENSIC_LAYERS]
+        self._last_block = max(network, default=-1)
 
     def extra_config(self) -> dict[str, Any]:
         return {"pool": self.pool}
@@ -88,6 +90,13 @@ class EfficientNetBackbone(Backbone):
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         m = self.model
         out: dict[str, torch.Tensor] = {}
+        if any(name in FORENSIC_LAYERS for name in self.layers):
+            cfg = self.preprocess_cfg
+            mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+            out.update(residual_spectra((x.float() * std + mean) * 255.0))
+        if self._last_block < 0:
+            return [out[name] for name in self.layers]
         h = m.bn1(m.conv_stem(x))
         for i, block in enumerate(m.blocks):
             if i > self._last_block:
