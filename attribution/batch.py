@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .constants import CONFIG_NAME, IMAGE_EXTENSIONS, WEIGHTS_NAME
+from .constants import CONFIG_NAME, WEIGHTS_NAME
+from .transform import image_files
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -146,7 +147,7 @@ def list_inputs(inputs: Sequence[str]) -> list[str]:
         if _is_uri(item):
             found.append(item)
         elif path.is_dir():
-            found += [str(f) for f in sorted(path.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
+            found += [str(f) for f in image_files(path)]
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
             found += _read_manifest(path)
         elif glob.has_magic(item):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .batch import add_batch_parser
-from .constants import IMAGE_EXTENSIONS
+from .transform import find_images
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
@@ -34,13 +34,7 @@ def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
 
 def expand_inputs(paths: Sequence[str]) -> list[str]:
     """Files as given; folders expanded recursively to their image files (sorted)."""
-    out: list[str] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
-        else:
-            out.append(str(p))
-    return out
+    return [str(p) for p in find_images(paths)]
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -121,16 +115,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .backbones import create_backbone
     from .heads import OpenSetHead
     from .training import train_head
-    from .transform import PreprocessCfg
     from . import zoo
 
     options = {"pool": args.pool} if args.pool else {}
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
-    if args.crops or args.size:
-        cfg = backbone.preprocess_cfg.to_dict()
-        cfg.update({k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
-        backbone = create_backbone(args.backbone, layers=args.layers, device=args.device,
-                                   preprocess_cfg=PreprocessCfg.from_dict(cfg), **options)
+    backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
     head = OpenSetHead(n_components=args.n_components)
     head, summary = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
                                batch_size=args.batch_size)

@@ -4,26 +4,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .backbones import Backbone
-from .constants import IMAGE_EXTENSIONS, REAL
+from .constants import REAL
 from .features import FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
-
-
-def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files among ``paths``; folders are searched recursively, in sorted order."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            found.append(p)
-    return found
+from .transform import image_files
 
 
 def list_dataset(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
@@ -34,7 +24,7 @@ def list_dataset(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
     files, labels = [], []
     for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
         label = normalize_label(folder.name)
-        images = find_images([folder])
+        images = image_files(folder)
         files += images
         labels += [label] * len(images)
     if len(set(labels)) < 2:

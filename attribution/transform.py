@@ -7,13 +7,13 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .constants import INCEPTION_MEAN, INCEPTION_STD, MAX_IMAGE_PIXELS
+from .constants import IMAGE_EXTENSIONS, INCEPTION_MEAN, INCEPTION_STD, MAX_IMAGE_PIXELS
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -55,6 +55,19 @@ class PreprocessCfg:
     def from_dict(cls, d: dict[str, Any]) -> "PreprocessCfg":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files (by extension) under ``folder``, recursively, in sorted order."""
+    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders replaced by their :func:`image_files`."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        found += image_files(p) if p.is_dir() else [p]
+    return found
 
 
 def file_name(image: ImageInput) -> str | None:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from attribution import Attributor  # noqa: E402
-from attribution.training import find_images  # noqa: E402
+from attribution.transform import find_images  # noqa: E402
 from attribution.transform import load_image  # noqa: E402
 
 

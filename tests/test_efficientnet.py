@@ -63,3 +63,15 @@ def test_residual_spectra_see_periodic_traces():
 def test_forensic_layers_without_the_network():
     b = create_backbone("efficientnet_lite0:imagenet", layers=["radial"])
     assert b._last_block < 0 and b.encode(torch.randn(2, 3, 64, 64)).shape == (2, 48)
+
+
+def test_set_preprocess_keeps_weights_and_changes_views(backbone):
+    weights = next(backbone.model.parameters())
+    before = backbone.preprocess_cfg
+    backbone.set_preprocess(n_crops=1, size=64)
+    try:
+        assert backbone.transform.n_views == 1 and backbone.config()["preprocess_cfg"]["size"] == 64
+        assert next(backbone.model.parameters()) is weights
+    finally:
+        backbone.set_preprocess(**before.to_dict())
+    assert backbone.preprocess_cfg == before

@@ -35,6 +35,11 @@ class Backbone(ABC):
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
 
+    def set_preprocess(self, **changes: Any) -> None:
+        """Change preprocessing fields (e.g. ``n_crops``, ``size``) without reloading the weights."""
+        self.preprocess_cfg = PreprocessCfg.from_dict({**self.preprocess_cfg.to_dict(), **changes})
+        self.transform = image_transform(self.preprocess_cfg)
+
     @abstractmethod
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Pooled features of each layer in ``self.layers`` for a batch ``x`` (n, 3, H, W)."""
