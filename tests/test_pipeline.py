@@ -1,3 +1,4 @@
+import io
 import subprocess
 import sys
 import threading
@@ -84,3 +85,33 @@ def test_enroll_errors(attributor, shots, tmp_path):
     with pytest.raises(ValueError, match=r"at least 3 readable images; got 2 \(1 could not be read\)"):
         worker.enroll("x", [*shots[:2], bad])
     assert worker.classes == attributor.classes
+
+
+def test_resizing_or_reencoding_a_real_photo_does_not_make_it_synthetic(attributor):
+    """The dev generators are 256 / 512 px squares and its real photos are not: the shipped head must
+    not read a photo's size (or a re-save) as a generator. Photos from scikit-image, none in the dev set."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    left, right, _ = skimage_data.stereo_motorcycle()
+    photos = [Image.fromarray(a).convert("RGB") for a in (skimage_data.rocket(), skimage_data.camera(), left, right)]
+
+    def square(image, size):
+        s = min(image.size)
+        left, top = (image.width - s) // 2, (image.height - s) // 2
+        return image.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+
+    def resave(image):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        return Image.open(io.BytesIO(buf.getvalue()))
+
+    def labels(images):
+        return [o.label for o in attributor(images)]
+
+    assert labels(photos) == ["real"] * 4
+    assert labels([resave(p) for p in photos]) == ["real"] * 4
+    assert labels([square(p, 512) for p in photos]) == ["real"] * 4
+    # a 2x downscale to 256 px is the known weak spot (leave-one-generator-out: 87 % of real photos stay
+    # real, benchmarks/accuracy.py real_resized_called_real); here at least half must
+    assert labels([square(p, 256) for p in photos]).count("real") >= 2

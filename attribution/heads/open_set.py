@@ -15,7 +15,7 @@ from scipy.special import logsumexp
 from sklearn.covariance import ledoit_wolf
 from sklearn.model_selection import StratifiedKFold
 
-from ..constants import UNKNOWN
+from ..constants import REAL, UNKNOWN
 from .base import BaseHead, NotFittedError
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
@@ -63,7 +63,8 @@ class OpenSetHead(BaseHead):
         Per-class verification threshold: share of other-class images allowed to match.
     enroll_false_rate : float
         An enrolled class gets the bias (log prior) under which this share of the exemplar bank's
-        other-class images would be attributed to it: the most recall the old classes can afford.
+        other-class images (each scored with itself left out of its class mean) would be attributed
+        to it: the accuracy the old classes give up for the new class's recall.
     bank_size : int
         Exemplars kept per class (whitened) as the negative bank and for nearest-example look-ups.
     n_folds : int
@@ -82,10 +83,10 @@ class OpenSetHead(BaseHead):
 
     _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "class_bias_", "verify_offsets_",
                     "bank_", "bank_labels_")
-    _meta_attrs = ("classes_", "offset_", "distance_offset_", "temperature_", "bank_ids_")
+    _meta_attrs = ("classes_", "enrolled_", "offset_", "distance_offset_", "temperature_", "bank_ids_")
 
     def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
-                 accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.0,
+                 accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.01,
                  bank_size: int = 64, n_folds: int = 5, random_state: int = 0) -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
@@ -114,6 +115,7 @@ class OpenSetHead(BaseHead):
         if counts.min() < 2:
             raise ValueError(f"every class needs at least 2 samples; {classes[counts.argmin()]!r} has {counts.min()}")
         self.classes_ = [str(c) for c in classes]
+        self.enrolled_: list[str] = []
         self._fit_geometry(X, codes)
         self._calibrate(X, codes)
         ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
@@ -150,11 +152,11 @@ class OpenSetHead(BaseHead):
         decisions = np.zeros((len(X), len(self.classes_)))
         for train, held_out in folds.split(X, codes):
             fold = OpenSetHead(self.n_components, shrinkage=self.shrinkage)
-            fold.classes_ = self.classes_
+            fold.classes_, fold.enrolled_ = self.classes_, []
             fold._fit_geometry(X[train], codes[train])
             decisions[held_out] = fold.decision_function(X[held_out])
         self.temperature_ = _fit_temperature(decisions, codes)
-        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions), self.accept_rate))
+        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions, self.classes_), self.accept_rate))
         self.distance_offset_ = float(np.quantile(self._distance_from_likelihoods(decisions), DISTANCE_ACCEPT_RATE))
         log_odds = self._log_odds(decisions)
         self.verify_offsets_ = np.array([self._verify_offset(log_odds[codes != c, c])
@@ -182,10 +184,11 @@ class OpenSetHead(BaseHead):
         Z = self.transform(X)
         code = len(self.classes_)
         self.classes_ = [*self.classes_, label]
+        self.enrolled_ = [*self.enrolled_, label]
         self.class_means_ = np.vstack([self.class_means_, Z.mean(axis=0)])
         self.class_counts_ = np.append(self.class_counts_, float(len(X)))
         self.class_bias_ = np.append(self.class_bias_, 0.0)
-        bank = self._decisions(self.bank_)
+        bank = self._bank_decisions()
         margin = bank[:, code] - np.delete(bank, code, axis=1).max(axis=1)
         self.class_bias_[code] = -float(np.quantile(margin, 1.0 - self.enroll_false_rate))
         bank[:, code] += self.class_bias_[code]
@@ -208,6 +211,7 @@ class OpenSetHead(BaseHead):
         code = self.classes_.index(label)
         keep = np.arange(len(self.classes_)) != code
         self.classes_ = [c for c in self.classes_ if c != label]
+        self.enrolled_ = [c for c in self.enrolled_ if c != label]
         self.class_means_, self.class_counts_ = self.class_means_[keep], self.class_counts_[keep]
         self.class_bias_ = self.class_bias_[keep]
         self.verify_offsets_ = self.verify_offsets_[keep]
@@ -216,6 +220,11 @@ class OpenSetHead(BaseHead):
         labels = self.bank_labels_[rows]
         self.bank_labels_ = labels - (labels > code)
         return self
+
+    @classmethod
+    def from_state(cls, params: dict, meta: dict, arrays: dict[str, np.ndarray]) -> "OpenSetHead":
+        # heads saved before enrolled classes were tracked treat every class as a training class
+        return super().from_state(params, {"enrolled_": [], **meta}, arrays)
 
     # ---------------------------------------------------------------- scoring
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -234,6 +243,20 @@ class OpenSetHead(BaseHead):
     def _decisions(self, Z: np.ndarray) -> np.ndarray:
         return self._likelihoods(Z) + self.class_bias_
 
+    def _bank_decisions(self) -> np.ndarray:
+        """Decisions for the exemplar bank with each exemplar left out of its own class mean, so that
+        thresholds set on the bank hold for images the head has never seen."""
+        decisions = self._decisions(self.bank_)
+        rows = np.arange(len(self.bank_))
+        n = self.class_counts_[self.bank_labels_]
+        ok = n > 1
+        loo_means = (n[:, None] * self.class_means_[self.bank_labels_] - self.bank_) / np.maximum(n - 1, 1)[:, None]
+        inflation = 1.0 + 1.0 / np.maximum(n - 1, 1)
+        d = ((self.bank_ - loo_means) ** 2).sum(axis=1)
+        loo = -0.5 * d / inflation - 0.5 * self.bank_.shape[1] * np.log(inflation) + self.class_bias_[self.bank_labels_]
+        decisions[rows[ok], self.bank_labels_[ok]] = loo[ok]
+        return decisions
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Log-likelihood of each class (posterior predictive, equal priors but for enrolled-class biases),
         ``(n_samples, n_classes)``."""
@@ -244,28 +267,47 @@ class OpenSetHead(BaseHead):
         self.check_is_fitted()
         return _softmax(self.decision_function(X) / self.temperature_)
 
-    def _unknown_from_decisions(self, decisions: np.ndarray) -> np.ndarray:
-        return 1.0 - _softmax(decisions / self.unknown_temperature).max(axis=1)
+    def _unknown_from_decisions(self, decisions: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        """``1 - max`` of the flattened softmax, times ``1 - P(real)`` when ``real`` is a class: "unknown"
+        means synthetic from an unknown generator, so a photo unlike every known one but more real than
+        synthetic is not called unknown."""
+        unknown = 1.0 - _softmax(decisions / self.unknown_temperature).max(axis=1)
+        if REAL in classes:
+            unknown *= 1.0 - _softmax(decisions / self.temperature_)[:, list(classes).index(REAL)]
+        return unknown
+
+    def _unknown_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
+        base = np.array([c not in self.enrolled_ for c in self.classes_])
+        unknown = self._unknown_from_decisions(likelihoods[:, base], [c for c in self.classes_ if c not in self.enrolled_])
+        if base.all():
+            return unknown
+        return np.minimum(unknown, self._unknown_from_decisions(likelihoods + self.class_bias_, self.classes_))
 
     def _distance_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
         return -likelihoods.max(axis=1) / self.projection_.shape[1]
 
     def unknown_score(self, X: np.ndarray) -> np.ndarray:
-        """``1 - max`` of a flattened softmax of the unbiased likelihoods (higher = more likely unknown).
+        """``1 - max`` of a flattened softmax of the likelihoods, times ``1 - P(real)`` (higher = more
+        likely synthetic from an unknown generator).
 
-        Enrolled-class biases are left out: they move the boundary between known classes, not the
-        boundary of the known world, so enrolling never makes old-class images look unknown.
+        The score over the training classes (the one ``offset_`` was calibrated on) is lowered, never
+        raised, by enrolled classes: an image is as known as its best explanation, either by the
+        training classes alone or by all classes with the enrolled-class biases. So enrolling never
+        makes old-class images look unknown, and an image the new class claims is not rejected.
         """
         self.check_is_fitted()
-        return self._unknown_from_decisions(self._likelihoods(self.transform(X)))
+        return self._unknown_from_likelihoods(self._likelihoods(self.transform(X)))
 
     def reject(self, X: np.ndarray) -> np.ndarray:
         """``True`` where a sample is ``unknown``: its :meth:`unknown_score` exceeds ``offset_``, or it lies
-        farther from every class than ``distance_offset_`` (a guard for inputs far outside the known
-        world, which a softmax can still call confidently)."""
+        farther from every class than ``distance_offset_`` and its best class is not ``real`` (a guard
+        for synthetic inputs far outside the known world, which a softmax can still call confidently;
+        a photo unlike every training photo is not called synthetic for that alone)."""
         likelihoods = self._likelihoods(self.transform(X))
-        return ((self._unknown_from_decisions(likelihoods) > self.offset_)
-                | (self._distance_from_likelihoods(likelihoods) > self.distance_offset_))
+        far = self._distance_from_likelihoods(likelihoods) > self.distance_offset_
+        if REAL in self.classes_:
+            far &= (likelihoods + self.class_bias_).argmax(axis=1) != self.classes_.index(REAL)
+        return (self._unknown_from_likelihoods(likelihoods) > self.offset_) | far
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Class names, or ``"unknown"`` where :meth:`reject` says so."""
