@@ -134,7 +134,6 @@ class FeatureExtractor:
             yield from pool.map(self._decode, range(len(images)), images)
 
     def __call__(self, images: Sequence[ImageInput], progress: Progress | None = None) -> FeatureBatch:
-        n_views = self.backbone.transform.n_views
         feats: dict[int, np.ndarray] = {}
         batch = FeatureBatch(np.zeros((0, 0), np.float32), [])
         pending: list[_Decoded] = []
@@ -145,7 +144,7 @@ class FeatureExtractor:
             if not pending:
                 return
             x = torch.cat([d.views for d in pending])
-            out = self.backbone.encode(x, n_views=n_views).numpy()
+            out = self.backbone.encode(x, n_views=[len(d.views) for d in pending]).numpy()
             for d, f in zip(pending, out):
                 self.cache.put(d.key, f)
                 feats[d.position] = f

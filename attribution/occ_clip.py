@@ -39,11 +39,11 @@ From Python (``my_generator_paths`` etc. are lists of image files)::
     from attribution.transform import image_transform, load_image
 
     verifier = OCCCLIPVerifier.from_pretrained("ViT-B-16:openai", steps=200)   # or name:/path/ckpt.pt
-    prep = image_transform(verifier.preprocess_cfg)                           # n_views crops per image
+    prep = image_transform(verifier.preprocess_cfg)                           # the distinct crops of an image
 
     def feats(paths):
-        x = torch.cat([prep(load_image(p)) for p in paths])
-        return verifier.encode_images(x, n_views=prep.n_views)
+        views = [prep(load_image(p)) for p in paths]
+        return verifier.encode_images(torch.cat(views), n_views=[len(v) for v in views])
 
     verifier.fit(feats(my_generator_paths), feats(real_and_other_generator_paths))
     verifier.predict(feats(query_paths))              # +1 "made by X", -1 otherwise
@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import open_clip
@@ -71,7 +71,7 @@ from .backbones.base import default_device
 from .backbones.clip import default_preprocess_cfg, load_open_clip_model, parse_backbone_id
 from .constants import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from .heads.base import NotFittedError
-from .transform import PreprocessCfg
+from .transform import PreprocessCfg, average_views
 
 CLASS_NAMES = ("target", "non-target")  # row 0 of the prompts is the target class
 PLACEHOLDER = "X"
@@ -388,19 +388,17 @@ class OCCCLIPVerifier:
         return np.stack([1.0 - p, p], axis=1)
 
     @torch.inference_mode()
-    def encode_images(self, x: torch.Tensor, n_views: int = 1, batch_size: int = 64) -> np.ndarray:
+    def encode_images(self, x: torch.Tensor, n_views: int | Sequence[int] = 1, batch_size: int = 64) -> np.ndarray:
         """L2-normalised ``model.encode_image`` features, float32 ``(n_images, embed_dim)``.
 
-        ``x`` is ``(n_images * n_views, 3, H, W)``, preprocessed as :attr:`preprocess_cfg` says;
-        the views (crops) of an image are averaged and re-normalised, as ``Backbone.encode`` does.
+        ``x`` holds each image's views in turn (``n_views`` per image, or one count per image),
+        preprocessed as :attr:`preprocess_cfg` says; the views (crops) of an image are averaged and
+        re-normalised, as ``Backbone.encode`` does.
         """
         self._setup()
         parts = [self.model.encode_image(x[i:i + batch_size].to(self._device(), torch.float32), normalize=True)
                  for i in range(0, len(x), batch_size)]
-        feats = torch.cat(parts).float()
-        if n_views > 1:
-            feats = F.normalize(feats.view(-1, n_views, feats.shape[1]).mean(dim=1), dim=1)
-        return feats.cpu().numpy()
+        return average_views(torch.cat(parts).float(), n_views).cpu().numpy()
 
     # ------------------------------------------------------------ persistence
     def get_params(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -168,7 +168,8 @@ def _crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, 
 
 
 class ImageTransform:
-    """Callable turning one RGB image into a ``(n_crops, 3, size, size)`` float tensor."""
+    """Callable turning one RGB image into a ``(n_views, 3, size, size)`` float tensor of its distinct crops
+    (at most ``n_crops``)."""
 
     def __init__(self, cfg: PreprocessCfg) -> None:
         self.cfg = cfg
@@ -178,6 +179,8 @@ class ImageTransform:
 
     @property
     def n_views(self) -> int:
+        """Views per image at most; an image too small for distinct crops gives fewer (one if it is
+        exactly one window), so no forward pass is spent on a copy."""
         return self.cfg.n_crops if self.cfg.resize_mode == "crop" else 1
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
@@ -189,10 +192,20 @@ class ImageTransform:
             w, h = max(cfg.size, round(w * scale)), max(cfg.size, round(h * scale))
             image = image.resize((w, h), self._resample, reducing_gap=None)
         n = self.n_views
-        crops = [image.crop(box) for box in _crop_boxes(w, h, cfg.size, n)]
+        crops = [image.crop(box) for box in dict.fromkeys(_crop_boxes(w, h, cfg.size, n))]
         arr = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
+
+
+def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Tensor:
+    """Per-image mean of view features, re-normalised: ``feats`` holds ``n_views`` consecutive rows per
+    image (one count for all images, or one count per image)."""
+    counts = [n_views] * (len(feats) // n_views) if isinstance(n_views, int) else list(n_views)
+    if all(c == 1 for c in counts):
+        return feats
+    means = torch.stack([group.mean(dim=0) for group in torch.split(feats, counts)])
+    return torch.nn.functional.normalize(means, dim=1)
 
 
 def image_transform(cfg: PreprocessCfg) -> ImageTransform:

@@ -182,7 +182,7 @@ def measure(image: str | os.PathLike | None = None, n: int = 10, zoo: str | None
             attributor = Attributor.from_pretrained(zoo)
             backbone = attributor.backbone
             views = backbone.transform(load_image(image))
-            n_views = backbone.transform.n_views
+            n_views = len(views)  # distinct crops of this image
             worker = ThreadPoolExecutor(1)  # the app runs models in worker threads, so time them there too
 
             def timed(fn, *args):

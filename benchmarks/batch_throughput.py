@@ -85,9 +85,9 @@ def in_process_cost(files: list[str], head: str, batch_size: int) -> dict[str, f
     backbone = attributor.backbone
     views = backbone.transform(load_image(files[0]))
     with FlopCounterMode(display=False) as counter:
-        backbone.encode(views, n_views=backbone.transform.n_views)
+        backbone.encode(views, n_views=len(views))
     return {"decode_s": decode, "prep_s": prep, "total_s": total, "gflops": counter.get_total_flops() / 1e9,
-            "n_views": backbone.transform.n_views, "size": backbone.preprocess_cfg.size, "backbone": backbone.id}
+            "n_views": len(views), "size": backbone.preprocess_cfg.size, "backbone": backbone.id}
 
 
 def main() -> int:

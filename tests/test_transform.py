@@ -1,9 +1,10 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, PngImagePlugin
 
-from attribution.transform import ImageDecodeError, PreprocessCfg, image_transform, load_image
+from attribution.transform import ImageDecodeError, PreprocessCfg, average_views, image_transform, load_image
 from conftest import make_image
 
 
@@ -47,6 +48,21 @@ def test_crop_views_keep_native_pixels():
     assert views.shape == (5, 3, 256, 256)
     centre = arr[128:384, 128:384].transpose(2, 0, 1) / 255.0
     assert np.allclose(views[0].numpy(), centre, atol=1e-6)  # no resampling in crop mode
+
+
+def test_only_distinct_crops_are_views():
+    """An image exactly one window large gives one view, not five copies (no forward pass is wasted);
+    averaging the views of a batch of mixed counts equals averaging each image alone."""
+    cfg = PreprocessCfg(size=256, n_crops=5)
+    rng = np.random.default_rng(2)
+    sizes = [(256, 256), (300, 256), (512, 384)]
+    views = [image_transform(cfg)(Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))) for w, h in sizes]
+    assert [len(v) for v in views] == [1, 3, 5]  # 300x256: centre, left and right windows
+    feats = [torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(len(v), 8))), dim=1) for v in views]
+    together = average_views(torch.cat(feats), [len(v) for v in views])
+    alone = torch.cat([average_views(f, len(f)) for f in feats])
+    assert torch.allclose(together, alone) and torch.allclose(together[0], feats[0][0])
+    assert torch.allclose(together.norm(dim=1), torch.ones(3, dtype=together.dtype))
 
 
 def test_small_images_are_upscaled():

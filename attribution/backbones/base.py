@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..transform import ImageTransform, PreprocessCfg, image_transform
+from ..transform import ImageTransform, PreprocessCfg, average_views, image_transform
 
 
 def default_device() -> torch.device:
@@ -45,15 +45,12 @@ class Backbone(ABC):
         """Pooled features of each layer in ``self.layers`` for a batch ``x`` (n, 3, H, W)."""
 
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, n_views: int = 1) -> torch.Tensor:
-        """Features ``(n_images, n_features)`` float32 on CPU for ``x`` of shape ``(n_images * n_views, 3, H, W)``."""
+    def encode(self, x: torch.Tensor, n_views: int | Sequence[int] = 1) -> torch.Tensor:
+        """Features ``(n_images, n_features)`` float32 on CPU for ``x`` holding each image's views in turn
+        (``n_views`` per image, or a list of counts, one per image)."""
         x = x.to(self.device, self.dtype, non_blocking=True)
         parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in self._forward_layers(x)]
-        feats = torch.cat(parts, dim=1) / len(parts) ** 0.5
-        if n_views > 1:
-            feats = feats.view(-1, n_views, feats.shape[1]).mean(dim=1)
-            feats = torch.nn.functional.normalize(feats, dim=1)
-        return feats.cpu()
+        return average_views(torch.cat(parts, dim=1) / len(parts) ** 0.5, n_views).cpu()
 
     def config(self) -> dict[str, Any]:
         """What a head must record to be used with the same features again."""
