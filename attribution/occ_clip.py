@@ -67,11 +67,11 @@ import torch.nn.functional as F
 from open_clip.factory import parse_model_name
 from open_clip.transformer import TextTransformer, text_global_pool
 
-from .backbones.base import default_device
+from .backbones.base import average_views, default_device
 from .backbones.clip import default_preprocess_cfg, load_open_clip_model, parse_backbone_id
 from .constants import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
 from .heads.base import NotFittedError
-from .transform import PreprocessCfg, average_views
+from .transform import PreprocessCfg
 
 CLASS_NAMES = ("target", "non-target")  # row 0 of the prompts is the target class
 PLACEHOLDER = "X"

@@ -7,7 +7,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 import torch
@@ -196,16 +196,6 @@ class ImageTransform:
         arr = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
-
-
-def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Tensor:
-    """Per-image mean of view features, re-normalised: ``feats`` holds ``n_views`` consecutive rows per
-    image (one count for all images, or one count per image)."""
-    counts = [n_views] * (len(feats) // n_views) if isinstance(n_views, int) else list(n_views)
-    if all(c == 1 for c in counts):
-        return feats
-    means = torch.stack([group.mean(dim=0) for group in torch.split(feats, counts)])
-    return torch.nn.functional.normalize(means, dim=1)
 
 
 def image_transform(cfg: PreprocessCfg) -> ImageTransform:

@@ -4,7 +4,8 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from attribution.transform import ImageDecodeError, PreprocessCfg, average_views, image_transform, load_image
+from attribution.backbones.base import average_views
+from attribution.transform import ImageDecodeError, PreprocessCfg, image_transform, load_image
 from conftest import make_image
 
 

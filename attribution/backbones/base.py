@@ -6,7 +6,17 @@ from typing import Any, Sequence
 
 import torch
 
-from ..transform import ImageTransform, PreprocessCfg, average_views, image_transform
+from ..transform import ImageTransform, PreprocessCfg, image_transform
+
+
+def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Tensor:
+    """Per-image mean of view features, re-normalised: ``feats`` holds ``n_views`` consecutive rows per
+    image (one count for all images, or one count per image)."""
+    counts = [n_views] * (len(feats) // n_views) if isinstance(n_views, int) else list(n_views)
+    if all(c == 1 for c in counts):
+        return feats
+    means = torch.stack([group.mean(dim=0) for group in torch.split(feats, counts)])
+    return torch.nn.functional.normalize(means, dim=1)
 
 
 def default_device() -> torch.device:

@@ -27,6 +27,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _predictive_log_likelihood(sq_distance: np.ndarray, counts: np.ndarray, dim: int) -> np.ndarray:
+    """Gaussian log-likelihood (up to a constant) of a squared whitened distance to a class mean estimated
+    from ``counts`` samples: the posterior predictive inflates the unit covariance by ``1 + 1/count``."""
+    inflation = 1.0 + 1.0 / counts
+    return -0.5 * sq_distance / inflation - 0.5 * dim * np.log(inflation)
+
+
 def _fit_temperature(decisions: np.ndarray, y: np.ndarray) -> float:
     """Temperature minimising the negative log-likelihood of ``softmax(decisions / T)`` (golden search on log T)."""
     def nll(log_t: float) -> float:
@@ -237,8 +244,7 @@ class OpenSetHead(BaseHead):
         """Posterior-predictive log-likelihood of each class (covariance inflated by ``1 + 1/n_c`` for a class
         estimated from ``n_c`` samples), without the enrolled-class biases."""
         d = ((Z[:, None, :] - self.class_means_[None]) ** 2).sum(axis=2)
-        inflation = 1.0 + 1.0 / self.class_counts_
-        return -0.5 * d / inflation - 0.5 * Z.shape[1] * np.log(inflation)
+        return _predictive_log_likelihood(d, self.class_counts_, Z.shape[1])
 
     def _decisions(self, Z: np.ndarray) -> np.ndarray:
         return self._likelihoods(Z) + self.class_bias_
@@ -247,14 +253,12 @@ class OpenSetHead(BaseHead):
         """Decisions for the exemplar bank with each exemplar left out of its own class mean, so that
         thresholds set on the bank hold for images the head has never seen."""
         decisions = self._decisions(self.bank_)
-        rows = np.arange(len(self.bank_))
-        n = self.class_counts_[self.bank_labels_]
-        ok = n > 1
-        loo_means = (n[:, None] * self.class_means_[self.bank_labels_] - self.bank_) / np.maximum(n - 1, 1)[:, None]
-        inflation = 1.0 + 1.0 / np.maximum(n - 1, 1)
-        d = ((self.bank_ - loo_means) ** 2).sum(axis=1)
-        loo = -0.5 * d / inflation - 0.5 * self.bank_.shape[1] * np.log(inflation) + self.class_bias_[self.bank_labels_]
-        decisions[rows[ok], self.bank_labels_[ok]] = loo[ok]
+        rows = np.flatnonzero(self.class_counts_[self.bank_labels_] > 1)
+        own = self.bank_labels_[rows]
+        n = self.class_counts_[own][:, None]
+        loo_means = (n * self.class_means_[own] - self.bank_[rows]) / (n - 1)
+        d = ((self.bank_[rows] - loo_means) ** 2).sum(axis=1)
+        decisions[rows, own] = _predictive_log_likelihood(d, n[:, 0] - 1, self.bank_.shape[1]) + self.class_bias_[own]
         return decisions
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -278,7 +282,7 @@ class OpenSetHead(BaseHead):
 
     def _unknown_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
         base = np.array([c not in self.enrolled_ for c in self.classes_])
-        unknown = self._unknown_from_decisions(likelihoods[:, base], [c for c in self.classes_ if c not in self.enrolled_])
+        unknown = self._unknown_from_decisions(likelihoods[:, base], np.asarray(self.classes_)[base].tolist())
         if base.all():
             return unknown
         return np.minimum(unknown, self._unknown_from_decisions(likelihoods + self.class_bias_, self.classes_))
