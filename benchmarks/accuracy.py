@@ -48,6 +48,17 @@ def perturb(path: Path, kind: str) -> Image.Image:
     return image.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC)
 
 
+GENERATOR_SIZES = (256, 512)  # the square sizes of the dev generators
+
+
+def square_resize(image: Image.Image, size: int) -> Image.Image:
+    """The centred square of ``image``, resized (bicubic) to ``size`` x ``size``."""
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return image.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+
+
 def resized_real_features(extractor: FeatureExtractor, files: list[Path], y: np.ndarray) -> np.ndarray:
     """Features of every ``real`` photo as a centred square at a generator size (the sizes in turn);
     rows of other classes are NaN. The size-confound check: do these stay ``real``?"""
@@ -70,17 +81,6 @@ def oscr(correct: np.ndarray, known_unknown_score: np.ndarray, unknown_score: np
 def tmr_at(y_true: np.ndarray, score: np.ndarray, fmr: float = 0.01) -> float:
     fpr, tpr, _ = roc_curve(y_true, score)
     return float(np.interp(fmr, fpr, tpr))
-
-
-GENERATOR_SIZES = (256, 512)  # the square sizes of the dev generators
-
-
-def square_resize(image: Image.Image, size: int) -> Image.Image:
-    """The centred square of ``image``, resized (bicubic) to ``size`` x ``size``."""
-    w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    return image.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
 
 
 def evaluate_fold(held_out: str, X: np.ndarray, y: np.ndarray, Xp: dict[str, np.ndarray], resized: np.ndarray,
@@ -153,6 +153,13 @@ def evaluate_novel_real(source: str, X: np.ndarray, y: np.ndarray, sources: np.n
                                                             fake_score))}
 
 
+def print_table(columns: dict[str, dict[str, float]], mean: dict[str, float]) -> None:
+    """A Markdown table: one row per metric, one column per fold, then the mean."""
+    print(f"\n| metric | {' | '.join(columns)} | mean |\n|---|{'---|' * (len(columns) + 1)}")
+    for k in next(iter(columns.values())):
+        print(f"| {k} | " + " | ".join(f"{r[k]:.3f}" for r in columns.values()) + f" | {mean[k]:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/dev"))
@@ -189,13 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     novel = {s: evaluate_novel_real(s, X, y, sources, head_params, args.seed) for s in sorted(set(sources) - {""})}
     for k in next(iter(novel.values())):
         mean[k] = float(np.mean([r[k] for r in novel.values()]))
-    print(f"\n| metric | {' | '.join(generators)} | mean |\n|---|{'---|' * (len(generators) + 1)}")
-    for k in names:
-        print(f"| {k} | " + " | ".join(f"{rows[g][k]:.3f}" for g in generators) + f" | {mean[k]:.3f} |")
-    print(f"\nLeave-one-real-source-out (real photos of a kind the head never saw)\n\n"
-          f"| metric | {' | '.join(novel)} | mean |\n|---|{'---|' * (len(novel) + 1)}")
-    for k in next(iter(novel.values())):
-        print(f"| {k} | " + " | ".join(f"{r[k]:.3f}" for r in novel.values()) + f" | {mean[k]:.3f} |")
+    print_table(rows, mean)
+    print("\nLeave-one-real-source-out (real photos of a kind the head never saw)")
+    print_table(novel, mean)
     if args.write_zoo:
         if args.refit:
             ids = [str(f.relative_to(Path(args.data))) for f in kept]
