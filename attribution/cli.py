@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .backbones import DEFAULT_BACKBONE
 from .batch import add_batch_parser
 from .transform import find_images
 
@@ -114,17 +115,28 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .backbones import create_backbone
     from .heads import OpenSetHead
-    from .training import train_head
+    from .training import forensic_columns, train_head
     from . import zoo
 
     options = {"pool": args.pool} if args.pool else {}
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
     backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
-    head = OpenSetHead(n_components=args.n_components)
+    head = OpenSetHead(n_components=args.n_components, synthetic_columns=forensic_columns(backbone))
     head, summary = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
                                batch_size=args.batch_size)
     out = zoo.save_pretrained(args.out, head, backbone.config(), name=Path(args.out).name, training=summary)
     print(json.dumps({"saved_to": str(out.resolve()), "classes": head.classes_, **summary}))
+    return 0
+
+
+def cmd_train_forensic(args: argparse.Namespace) -> int:
+    from .recipes.residual_cnn import RecipeCfg, save_network, train_residual_cnn
+
+    cfg = RecipeCfg(minutes=args.minutes, seed=args.seed, exclude=args.exclude or [])
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    model, config = train_residual_cnn(args.data, cfg, device=args.device, log=log)
+    out = save_network(args.out, model, config)
+    print(json.dumps({"saved_to": str(out.resolve()), "classes": config["classes"], **config["recipe"]}))
     return 0
 
 
@@ -192,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit a head on a folder-per-class dataset")
     common(p, zoo_arg=False)
-    p.add_argument("--backbone", default="efficientnet_lite2:imagenet")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone id (default {DEFAULT_BACKBONE})")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. 'real'")
     p.add_argument("--out", required=True)
     p.add_argument("--layers", nargs="+", default=None)
@@ -201,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="crop size in pixels")
     p.add_argument("--n-components", type=int, default=384)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-forensic", help="train the residual CNN feature source (recipe in its config.json)")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. 'real'")
+    p.add_argument("--out", required=True, help="folder of the network, e.g. zoo/residual-cnn")
+    p.add_argument("--minutes", type=float, default=20.0, help="time budget, twins included")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", nargs="*", help="classes or real sources (real/<prefix>) to leave out")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_forensic)
 
     p = sub.add_parser("zoo", help="list, show or publish heads")
     zsub = p.add_subparsers(dest="zoo_command", required=True)

@@ -7,6 +7,7 @@ FORMAT_VERSION = 1
 
 REAL = "real"
 UNKNOWN = "unknown"
+UNCERTAIN = "uncertain"
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)

@@ -7,7 +7,16 @@ from typing import Any
 
 @dataclass
 class AttributionOutput:
-    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be read."""
+    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be read.
+
+    ``label`` is ``real``, a known generator, ``unknown`` (synthetic, from a generator the head does not
+    know) or ``uncertain`` (neither real nor synthetic with confidence); ``known`` is true for a class
+    of the head. ``reason`` names the rule that decided (``attribution.heads.open_set.REASON_*``).
+    ``synthetic_score`` (0-1, higher = more likely generated) is synthetic from ``synthetic_threshold``
+    on and real below ``real_threshold``; ``unknown_score`` (0-1) against ``threshold`` decides whether
+    a synthetic image is from a known generator. The synthetic fields are ``None`` for heads without
+    a synthetic probe.
+    """
 
     file: str | None
     label: str | None = None
@@ -15,6 +24,10 @@ class AttributionOutput:
     scores: dict[str, float] = field(default_factory=dict)
     unknown_score: float | None = None
     threshold: float | None = None
+    reason: str | None = None
+    synthetic_score: float | None = None
+    synthetic_threshold: float | None = None
+    real_threshold: float | None = None
     note: str | None = None
     nearest: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -23,7 +36,9 @@ class AttributionOutput:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
         out = {"file": self.file, "label": self.label, "known": self.known, "scores": self.scores,
-               "unknown_score": self.unknown_score, "threshold": self.threshold}
+               "unknown_score": self.unknown_score, "threshold": self.threshold, "reason": self.reason,
+               "synthetic_score": self.synthetic_score, "synthetic_threshold": self.synthetic_threshold,
+               "real_threshold": self.real_threshold}
         if self.note:
             out["note"] = self.note
         if self.nearest:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .backbones import Backbone, create_backbone
-from .constants import CONFIG_NAME, UNKNOWN
+from .constants import CONFIG_NAME
 from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
@@ -26,7 +26,7 @@ EXEMPLAR_DIR = "exemplars"
 
 def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
     """The backbone a head was trained on, rebuilt from its config."""
-    options = {k: config[k] for k in ("pool",) if k in config}
+    options = {k: config[k] for k in ("pool", "window", "parts") if k in config}
     return create_backbone(config["backbone"], layers=config["layers"], preprocess_cfg=config["preprocess_cfg"],
                            device=device, **options)
 
@@ -80,7 +80,8 @@ class Attributor:
     # --------------------------------------------------------------- attribute
     def __call__(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None,
                  nearest: int = 0) -> list[AttributionOutput]:
-        """Attribute each image: ``real``, a known generator or ``unknown``, with per-class probabilities."""
+        """Attribute each image: ``real``, a known generator, ``unknown`` (synthetic, from no known generator)
+        or ``uncertain`` (no confident answer), with per-class probabilities, scores and the deciding rule."""
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
         head = self.head  # one consistent head for the whole call, even if an enrollment swaps it meanwhile
         batch = self.features(images, progress)
@@ -89,18 +90,20 @@ class Attributor:
             outputs[pos].error = message
         if not batch.index:
             return outputs
-        X = batch.features
-        proba = head.predict_proba(X)
-        unknown, rejected = head.unknown_score(X), head.reject(X)
-        neighbours = head.nearest_exemplars(X, nearest) if nearest else [[] for _ in batch.index]
+        decision = head.decide(batch.features)
+        neighbours = head.nearest_exemplars(batch.features, nearest) if nearest else [[] for _ in batch.index]
         for row, pos in enumerate(batch.index):
             out = outputs[pos]
-            top = head.classes_[int(proba[row].argmax())]
-            out.known = not rejected[row]
-            out.label = top if out.known else UNKNOWN
-            out.scores = {c: round(float(p), 6) for c, p in zip(head.classes_, proba[row])}
-            out.unknown_score = round(float(unknown[row]), 6)
-            out.threshold = round(float(head.offset_), 6)
+            out.label = str(decision.labels[row])
+            out.known = out.label in head.classes_
+            out.reason = str(decision.reasons[row])
+            out.scores = {c: round(float(p), 6) for c, p in zip(head.classes_, decision.proba[row])}
+            out.unknown_score = round(float(decision.unknown_score[row]), 6)
+            out.threshold = round(float(decision.unknown_threshold), 6)
+            if decision.synthetic_score is not None:
+                out.synthetic_score = round(float(decision.synthetic_score[row]), 6)
+                out.synthetic_threshold = round(float(decision.synthetic_threshold), 6)
+                out.real_threshold = round(float(decision.real_threshold), 6)
             out.note = batch.notes.get(pos)
             out.nearest = [{"label": c, "id": i, "distance": round(d, 4)} for c, i, d in neighbours[row]]
         return outputs

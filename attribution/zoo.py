@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -160,6 +160,24 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Replace ``folder`` atomically by what ``write(tmp)`` puts in a fresh temporary folder beside it
+    (the files already in ``folder`` are copied there first, pickle files excepted)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if not item.name.endswith(PICKLE_SUFFIXES):
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        write(tmp)
+        _swap(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any], card: str | None = None,
               extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``folder`` atomically.
@@ -169,13 +187,8 @@ def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any],
     """
     folder = Path(folder)
     validate_config(config, folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        if folder.is_dir():
-            for item in folder.iterdir():
-                if item.name not in (CONFIG_NAME, WEIGHTS_NAME) and not item.name.endswith(PICKLE_SUFFIXES):
-                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+
+    def write(tmp: Path) -> None:
         arrays = {k: np.ascontiguousarray(v) for k, v in head.state_dict().items()}
         save_file(arrays, str(tmp / WEIGHTS_NAME), metadata={"format": "np"})
         _write_file(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
@@ -187,10 +200,8 @@ def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any],
                 raise ValueError(f"extra file {name!r} would escape the head folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_file(target, data)
-        _swap(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return write_folder(folder, write)
 
 
 def _swap(new: Path, folder: Path) -> None:
@@ -211,14 +222,22 @@ def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: 
 
 
 # --------------------------------------------------------------- listing, hub
+def is_network(folder: Path) -> bool:
+    """Whether ``folder`` holds a trained feature network (e.g. the residual CNN) rather than a head."""
+    try:
+        return "network" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False
+
+
 def list_zoo() -> list[dict[str, Any]]:
-    """Heads in the user zoo and the shipped zoo: name, location, backbone, classes."""
+    """Heads in the user zoo and the shipped zoo: name, location, backbone, classes (networks are not listed)."""
     seen: dict[str, dict[str, Any]] = {}
     for base in zoo_dirs():
         if not base.is_dir():
             continue
         for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if folder.name in seen:
+            if folder.name in seen or is_network(folder):
                 continue
             try:
                 config = read_config(folder)
@@ -258,14 +277,14 @@ license: apache-2.0
 # {name}
 
 Open-set attribution head: tells which generator made an image (`real`, one of the known
-generators, or `unknown`). Head `{head}` over frozen `{backbone}` features (layers: {layers}).
+generators, `unknown` or `uncertain`). Head `{head}` over frozen `{backbone}` features (layers: {layers}).
 
 ## Classes
 {classes}
 
 ## Decision
-- `unknown` when the unknown score exceeds **{offset}** (calibrated so that {accept:.0%} of held-out
-  known-class images are accepted).
+{probe}- `unknown` when the unknown score exceeds **{offset}** (calibrated so that {accept:.0%} of held-out
+  known-{known} images are accepted).
 - Verification: per-class thresholds set at a false-match rate of {fmr:.1%} on other-class images.
 
 ## Training data
@@ -305,8 +324,15 @@ def model_card(config: dict[str, Any]) -> str:
     metrics = config.get("metrics", {})
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     extra = "\n\n".join(f"![{name}]({name})" for name in config.get("figures", []))
+    probe = ""
+    if state.get("synthetic_offset_") is not None:
+        probe = (f"- Is it synthetic? A probe on the forensic features gives a synthetic score: below "
+                 f"**{state['real_offset_']:.4f}** the label is `real`, from **{state['synthetic_offset_']:.4f}** on the "
+                 f"image is synthetic, in between `uncertain` (thresholds: {params.get('real_false_rate', 0.05):.0%} of "
+                 f"held-out kinds of real photo called synthetic, {params.get('synthetic_miss_rate', 0.05):.0%} of "
+                 f"held-out generators called real).\n- If synthetic, which known generator? ")
     return CARD_TEMPLATE.format(
-        name=config.get("name", "attribution-head"), head=config["head"], backbone=config["backbone"],
+        probe=probe, known="generator" if probe else "class", name=config.get("name", "attribution-head"), head=config["head"], backbone=config["backbone"],
         layers=", ".join(f"`{l}`" for l in config["layers"]), classes=classes,
         offset=f"{state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
         fmr=params.get("false_match_rate", 0.01),

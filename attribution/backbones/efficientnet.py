@@ -12,12 +12,12 @@ import torch
 
 from ..constants import INCEPTION_MEAN, INCEPTION_STD
 from ..transform import PreprocessCfg
-from .base import Backbone
+from .base import Backbone, unnormalize
 from .forensic import FORENSIC_LAYERS, residual_spectra
 
 VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 LAYER_NAMES = tuple(f"blocks.{i}" for i in range(7)) + ("conv_head",) + FORENSIC_LAYERS
-DEFAULT_LAYERS = LAYER_NAMES  # all stages + residual spectra: best leave-one-generator-out (benchmarks/accuracy.py)
+DEFAULT_LAYERS = LAYER_NAMES[:8]  # all stages; the spectra are a backbone of their own (``residual_spectra``)
 POOLS = ("mean", "meanstd")
 
 
@@ -91,10 +91,7 @@ class EfficientNetBackbone(Backbone):
         m = self.model
         out: dict[str, torch.Tensor] = {}
         if any(name in FORENSIC_LAYERS for name in self.layers):
-            cfg = self.preprocess_cfg
-            mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
-            out.update(residual_spectra((x.float() * std + mean) * 255.0))
+            out.update(residual_spectra(unnormalize(x, self.preprocess_cfg)))
         if self._last_block < 0:
             return [out[name] for name in self.layers]
         h = m.bn1(m.conv_stem(x))

@@ -4,11 +4,19 @@ Generators leave periodic traces (upsampling grids, decoder artefacts) that show
 spectrum of what a 3x3 median filter removes. Two views of that spectrum are offered as extra
 "layers" of a backbone: ``spectrum`` (the 2-D spectrum pooled to 32x32) and ``radial`` (its mean
 in 48 rings from DC to Nyquist). Both are log powers with each image's mean removed.
+
+They are a backbone of their own (``residual_spectra``), to be concatenated with others; the
+EfficientNet backbone still accepts them as layers so heads saved that way keep loading.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
+
+from ..transform import PreprocessCfg
+from .base import Backbone, unnormalize
 
 FORENSIC_LAYERS = ("spectrum", "radial")
 SPECTRUM_SIDE = 32
@@ -46,3 +54,21 @@ def residual_spectra(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         logged = torch.log(value + 1e-3)
         out[name] = logged - logged.mean(dim=1, keepdim=True)
     return out
+
+
+class SpectraBackbone(Backbone):
+    """The weight-free residual spectra as a backbone (id ``residual_spectra``; layers ``spectrum``, ``radial``)."""
+
+    family = "residual_spectra"
+
+    def __init__(self, layers: Sequence[str] | None = None, preprocess_cfg: PreprocessCfg | None = None,
+                 device: str | torch.device | None = None) -> None:
+        layers = tuple(layers or FORENSIC_LAYERS)
+        bad = [name for name in layers if name not in FORENSIC_LAYERS]
+        if bad:
+            raise ValueError(f"unknown layers {bad}; choose from {list(FORENSIC_LAYERS)}")
+        super().__init__("residual_spectra", layers, preprocess_cfg or PreprocessCfg(), device)
+
+    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = residual_spectra(unnormalize(x, self.preprocess_cfg))
+        return [out[name] for name in self.layers]

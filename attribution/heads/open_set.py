@@ -8,6 +8,7 @@ correction for classes estimated from few samples, and the same distances give t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,10 +16,43 @@ from scipy.special import logsumexp
 from sklearn.covariance import ledoit_wolf
 from sklearn.model_selection import StratifiedKFold
 
-from ..constants import REAL, UNKNOWN
+from ..constants import REAL, UNCERTAIN, UNKNOWN
 from .base import BaseHead, NotFittedError
+from .synthetic import fit_probe, held_out_probe_scores, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
+
+# Why each label was given (``Decision.reasons``, the JSON's ``reason``).
+REASON_REAL = "no_synthetic_evidence"        # synthetic score below the real threshold
+REASON_UNCERTAIN = "between_thresholds"      # synthetic score between the real and synthetic thresholds
+REASON_KNOWN = "synthetic_known_generator"   # synthetic, and a known generator explains it
+REASON_UNKNOWN = "synthetic_unknown_generator"  # synthetic, and no known generator explains it
+REASON_FAR = "synthetic_far_from_known"      # synthetic, and farther from every class than the guard allows
+REASON_CLOSED_KNOWN = "known_class"          # heads without a synthetic probe: a class explains it
+REASON_CLOSED_UNKNOWN = "unknown_score_above_threshold"
+REASON_CLOSED_FAR = "far_from_known"
+
+
+@dataclass
+class Decision:
+    """Everything :meth:`OpenSetHead.decide` says about a batch (``n`` rows).
+
+    ``labels`` (n,) class names, ``unknown`` or ``uncertain``; ``proba`` (n, n_classes) class
+    probabilities (with a synthetic probe: ``P(real) = 1 - synthetic_score`` and each generator
+    ``synthetic_score x P(generator | synthetic)``); ``unknown_score`` (n,) in 0-1, higher = less like any
+    known generator, against ``unknown_threshold``; ``synthetic_score`` (n,) in 0-1 or ``None`` for heads
+    without a probe, against ``real_threshold`` / ``synthetic_threshold``; ``reasons`` (n,) the rule
+    that decided each label (the ``REASON_*`` constants).
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray
+    unknown_score: np.ndarray
+    unknown_threshold: float
+    synthetic_score: np.ndarray | None
+    real_threshold: float | None
+    synthetic_threshold: float | None
+    reasons: np.ndarray
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -78,6 +112,15 @@ class OpenSetHead(BaseHead):
         Folds of the out-of-fold calibration.
     random_state : int
         Seed for folds and bank sampling.
+    synthetic_columns : (int, int) or None
+        Feature columns ``[start, stop)`` of the synthetic probe (the forensic feature source). ``None``:
+        no probe, the single-question decision of earlier heads.
+    probe_c : float
+        Inverse regularisation of the probe's logistic regression.
+    real_false_rate : float
+        Share of held-out kinds of real photo the synthetic threshold lets pass as synthetic.
+    synthetic_miss_rate : float
+        Share of held-out generators' images the real threshold lets pass as real.
 
     Examples
     --------
@@ -89,12 +132,15 @@ class OpenSetHead(BaseHead):
     """
 
     _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "class_bias_", "verify_offsets_",
-                    "bank_", "bank_labels_")
-    _meta_attrs = ("classes_", "enrolled_", "offset_", "distance_offset_", "temperature_", "bank_ids_")
+                    "bank_", "bank_labels_", "probe_mean_", "probe_scale_", "probe_coef_")
+    _meta_attrs = ("classes_", "enrolled_", "offset_", "distance_offset_", "temperature_", "bank_ids_",
+                   "probe_intercept_", "real_offset_", "synthetic_offset_")
 
     def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
                  accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.01,
-                 bank_size: int = 64, n_folds: int = 5, random_state: int = 0) -> None:
+                 bank_size: int = 64, n_folds: int = 5, random_state: int = 0,
+                 synthetic_columns: Sequence[int] | None = None, probe_c: float = 0.1,
+                 real_false_rate: float = 0.05, synthetic_miss_rate: float = 0.05) -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
         self.unknown_temperature = unknown_temperature
@@ -104,13 +150,20 @@ class OpenSetHead(BaseHead):
         self.bank_size = bank_size
         self.n_folds = n_folds
         self.random_state = random_state
+        self.synthetic_columns = list(synthetic_columns) if synthetic_columns is not None else None
+        self.probe_c = probe_c
+        self.real_false_rate = real_false_rate
+        self.synthetic_miss_rate = synthetic_miss_rate
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None) -> "OpenSetHead":
-        """Learn the whitening, the class means and the calibrated thresholds.
+    def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
+            groups: Sequence[str] | None = None) -> "OpenSetHead":
+        """Learn the whitening, the class means, the synthetic probe and the calibrated thresholds.
 
         ``X`` is ``(n_samples, n_features)``; ``y`` the class names; ``ids`` optional names of the
-        samples (file names) kept with the exemplar bank.
+        samples (file names) kept with the exemplar bank; ``groups`` the source of each real photo
+        (e.g. the collection it comes from), for the probe's leave-one-source-out calibration (default:
+        five random groups, which is optimistic). Raises ``ValueError`` for malformed input.
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=str)
@@ -123,6 +176,7 @@ class OpenSetHead(BaseHead):
             raise ValueError(f"every class needs at least 2 samples; {classes[counts.argmin()]!r} has {counts.min()}")
         self.classes_ = [str(c) for c in classes]
         self.enrolled_: list[str] = []
+        self._fit_probe(X, y, groups)
         self._fit_geometry(X, codes)
         self._calibrate(X, codes)
         ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
@@ -130,6 +184,45 @@ class OpenSetHead(BaseHead):
         self.bank_, self.bank_labels_ = self.transform(X[keep]), codes[keep].astype(np.int64)
         self.bank_ids_ = [str(i) for i in ids[keep]]
         return self
+
+    def _fit_probe(self, X: np.ndarray, y: np.ndarray, groups: Sequence[str] | None) -> None:
+        """The synthetic probe, with thresholds from leave-one-generator-out / leave-one-real-group-out
+        scores (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
+        self.probe_mean_ = self.probe_scale_ = self.probe_coef_ = np.zeros(0)
+        self.probe_intercept_ = self.real_offset_ = self.synthetic_offset_ = None
+        if self.synthetic_columns is None:
+            return
+        if REAL not in self.classes_ or len(self.classes_) < 3:
+            raise ValueError("a synthetic probe needs real photos and at least two generators")
+        Xs = X[:, slice(*self.synthetic_columns)]
+        groups = np.asarray(groups if groups is not None else [""] * len(y), dtype=str)
+        if len(np.unique(groups[y == REAL])) < 2:  # no sources known: random groups, an optimistic calibration
+            groups = np.random.default_rng(self.random_state).integers(0, 5, len(y)).astype(str)
+        real_scores, synthetic_scores = held_out_probe_scores(Xs, y, groups, self.probe_c)
+        self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit_probe(Xs, y, self.probe_c)
+        self.calibrate_synthetic(real_scores, synthetic_scores)
+
+    def calibrate_synthetic(self, real_scores: np.ndarray, synthetic_scores: np.ndarray) -> "OpenSetHead":
+        """Set ``real_offset_`` and ``synthetic_offset_`` from synthetic scores (0-1) of real photos and of
+        generators' images that the probe (and everything under it) never saw, at ``real_false_rate`` and
+        ``synthetic_miss_rate``."""
+        t = thresholds_from_scores(np.asarray(real_scores), np.asarray(synthetic_scores), self.real_false_rate,
+                                   self.synthetic_miss_rate)
+        self.real_offset_, self.synthetic_offset_ = t.real_offset, t.synthetic_offset
+        return self
+
+    @property
+    def has_probe(self) -> bool:
+        """Whether the two-question decision (synthetic probe) is in use."""
+        return getattr(self, "probe_intercept_", None) is not None
+
+    def synthetic_score(self, X: np.ndarray) -> np.ndarray:
+        """Probability that each image is synthetic, ``(n_samples,)`` in 0-1 (the probe; needs one)."""
+        if not self.has_probe:
+            raise NotFittedError("this head has no synthetic probe (fit it with synthetic_columns)")
+        X = np.asarray(X, dtype=np.float64)
+        return probe_scores(X[:, slice(*self.synthetic_columns)], self.probe_mean_, self.probe_scale_,
+                            self.probe_coef_, self.probe_intercept_)
 
     def _fit_geometry(self, X: np.ndarray, codes: np.ndarray) -> None:
         self.mean_ = X.mean(axis=0)
@@ -153,7 +246,9 @@ class OpenSetHead(BaseHead):
         self.class_bias_ = np.zeros(n_classes)
 
     def _calibrate(self, X: np.ndarray, codes: np.ndarray) -> None:
-        """Out-of-fold scores of the training data set the temperature and both thresholds."""
+        """Out-of-fold scores of the training data set the temperature and the thresholds (with a probe,
+        the unknown threshold and the distance guard are set on generator images only: they answer the
+        second question, which generator, for images already found synthetic)."""
         n_folds = int(min(self.n_folds, np.bincount(codes).min()))
         folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.random_state)
         decisions = np.zeros((len(X), len(self.classes_)))
@@ -163,11 +258,17 @@ class OpenSetHead(BaseHead):
             fold._fit_geometry(X[train], codes[train])
             decisions[held_out] = fold.decision_function(X[held_out])
         self.temperature_ = _fit_temperature(decisions, codes)
-        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions, self.classes_), self.accept_rate))
-        self.distance_offset_ = float(np.quantile(self._distance_from_likelihoods(decisions), DISTANCE_ACCEPT_RATE))
+        rows = self._generator_columns()[codes] if self.has_probe else np.ones(len(codes), bool)
+        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions[rows], self.classes_), self.accept_rate))
+        self.distance_offset_ = float(np.quantile(self._distance_from_likelihoods(decisions[rows]),
+                                                  DISTANCE_ACCEPT_RATE))
         log_odds = self._log_odds(decisions)
         self.verify_offsets_ = np.array([self._verify_offset(log_odds[codes != c, c])
                                          for c in range(len(self.classes_))])
+
+    def _generator_columns(self, classes: Sequence[str] | None = None) -> np.ndarray:
+        """Boolean mask of the classes that are generators (not ``real``)."""
+        return np.asarray([c != REAL for c in (self.classes_ if classes is None else classes)])
 
     def _verify_offset(self, negative_scores: np.ndarray) -> float:
         return float(np.quantile(negative_scores, 1.0 - self.false_match_rate))
@@ -230,8 +331,12 @@ class OpenSetHead(BaseHead):
 
     @classmethod
     def from_state(cls, params: dict, meta: dict, arrays: dict[str, np.ndarray]) -> "OpenSetHead":
-        # heads saved before enrolled classes were tracked treat every class as a training class
-        return super().from_state(params, {"enrolled_": [], **meta}, arrays)
+        # heads saved before enrolled classes were tracked treat every class as a training class, and
+        # heads saved before the synthetic probe decide with one question
+        empty = np.zeros(0)
+        arrays = {"probe_mean_": empty, "probe_scale_": empty, "probe_coef_": empty, **arrays}
+        meta = {"enrolled_": [], "probe_intercept_": None, "real_offset_": None, "synthetic_offset_": None, **meta}
+        return super().from_state(params, meta, arrays)
 
     # ---------------------------------------------------------------- scoring
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -267,14 +372,17 @@ class OpenSetHead(BaseHead):
         return self._decisions(self.transform(X))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Temperature-calibrated class probabilities over the known classes."""
-        self.check_is_fitted()
-        return _softmax(self.decision_function(X) / self.temperature_)
+        """Class probabilities ``(n_samples, n_classes)``: the temperature-calibrated softmax of
+        :meth:`decision_function`, or with a probe ``P(real) = 1 - synthetic score`` and each generator
+        ``synthetic score x P(generator | synthetic)``."""
+        return self.decide(X).proba
 
     def _unknown_from_decisions(self, decisions: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-        """``1 - max`` of the flattened softmax, times ``1 - P(real)`` when ``real`` is a class: "unknown"
-        means synthetic from an unknown generator, so a photo unlike every known one but more real than
-        synthetic is not called unknown."""
+        """``1 - max`` of the flattened softmax. With a probe it runs over the generators alone (is this
+        synthetic image one of theirs?); without one it is scaled by ``1 - P(real)``, so a photo unlike
+        every known one but more real than synthetic is not called unknown."""
+        if self.has_probe:
+            return 1.0 - _softmax(decisions[:, self._generator_columns(classes)] / self.unknown_temperature).max(axis=1)
         unknown = 1.0 - _softmax(decisions / self.unknown_temperature).max(axis=1)
         if REAL in classes:
             unknown *= 1.0 - _softmax(decisions / self.temperature_)[:, list(classes).index(REAL)]
@@ -288,11 +396,14 @@ class OpenSetHead(BaseHead):
         return np.minimum(unknown, self._unknown_from_decisions(likelihoods + self.class_bias_, self.classes_))
 
     def _distance_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
+        """Distance to the nearest class (the nearest generator, with a probe), per whitened dimension."""
+        if self.has_probe:
+            likelihoods = likelihoods[:, self._generator_columns()]
         return -likelihoods.max(axis=1) / self.projection_.shape[1]
 
     def unknown_score(self, X: np.ndarray) -> np.ndarray:
-        """``1 - max`` of a flattened softmax of the likelihoods, times ``1 - P(real)`` (higher = more
-        likely synthetic from an unknown generator).
+        """``1 - max`` of a flattened softmax of the likelihoods (over the generators, with a probe; else
+        times ``1 - P(real)``), ``(n_samples,)`` in 0-1: higher = more likely from an unknown generator.
 
         The score over the training classes (the one ``offset_`` was calibrated on) is lowered, never
         raised, by enrolled classes: an image is as known as its best explanation, either by the
@@ -302,23 +413,60 @@ class OpenSetHead(BaseHead):
         self.check_is_fitted()
         return self._unknown_from_likelihoods(self._likelihoods(self.transform(X)))
 
-    def reject(self, X: np.ndarray) -> np.ndarray:
-        """``True`` where a sample is ``unknown``: its :meth:`unknown_score` exceeds ``offset_``, or it lies
-        farther from every class than ``distance_offset_`` and its best class is not ``real`` (a guard
-        for synthetic inputs far outside the known world, which a softmax can still call confidently;
-        a photo unlike every training photo is not called synthetic for that alone)."""
+    def decide(self, X: np.ndarray) -> Decision:
+        """Label, probabilities, scores, thresholds and the deciding rule of every row of ``X``
+        ``(n_samples, n_features)``, from one projection of the batch.
+
+        With a synthetic probe the decision asks two questions. 1) Is it synthetic? Below
+        ``real_offset_`` the label is ``real``; from ``synthetic_offset_`` on it is synthetic; in between
+        ``uncertain``. 2) If synthetic, which known generator? ``unknown`` when the unknown score passes
+        ``offset_`` or the image is farther from every generator than ``distance_offset_``, else the
+        most likely generator. Without a probe (earlier heads): the most likely class, or ``unknown``
+        by the same two rules (the guard sparing images whose best class is ``real``).
+        """
+        self.check_is_fitted()
         likelihoods = self._likelihoods(self.transform(X))
+        decisions = likelihoods + self.class_bias_
+        unknown = self._unknown_from_likelihoods(likelihoods)
         far = self._distance_from_likelihoods(likelihoods) > self.distance_offset_
-        if REAL in self.classes_:
-            far &= (likelihoods + self.class_bias_).argmax(axis=1) != self.classes_.index(REAL)
-        return (self._unknown_from_likelihoods(likelihoods) > self.offset_) | far
+        above = unknown > self.offset_
+        classes = np.asarray(self.classes_, dtype=object)
+        if not self.has_probe:
+            best = decisions.argmax(axis=1)
+            if REAL in self.classes_:
+                far &= best != self.classes_.index(REAL)
+            labels = classes[best]
+            reasons = np.full(len(labels), REASON_CLOSED_KNOWN, dtype=object)
+            reasons[far] = REASON_CLOSED_FAR
+            reasons[above] = REASON_CLOSED_UNKNOWN
+            labels[above | far] = UNKNOWN
+            return Decision(labels, _softmax(decisions / self.temperature_), unknown, self.offset_, None, None, None,
+                            reasons)
+        generators = self._generator_columns()
+        synthetic = self.synthetic_score(X)
+        p_generator = _softmax(decisions[:, generators] / self.temperature_)
+        proba = np.zeros_like(decisions)
+        proba[:, ~generators] = (1.0 - synthetic)[:, None]
+        proba[:, generators] = synthetic[:, None] * p_generator
+        labels = np.full(len(X), UNCERTAIN, dtype=object)
+        reasons = np.full(len(X), REASON_UNCERTAIN, dtype=object)
+        is_real = synthetic < self.real_offset_
+        labels[is_real], reasons[is_real] = REAL, REASON_REAL
+        is_synthetic = synthetic >= self.synthetic_offset_
+        labels[is_synthetic] = classes[generators][p_generator.argmax(axis=1)][is_synthetic]
+        reasons[is_synthetic] = REASON_KNOWN
+        for mask, reason in ((is_synthetic & above, REASON_UNKNOWN), (is_synthetic & far, REASON_FAR)):
+            labels[mask], reasons[mask] = UNKNOWN, reason
+        return Decision(labels, proba, unknown, self.offset_, synthetic, self.real_offset_, self.synthetic_offset_,
+                        reasons)
+
+    def reject(self, X: np.ndarray) -> np.ndarray:
+        """``True`` where :meth:`decide` labels a sample ``unknown``."""
+        return self.decide(X).labels == UNKNOWN
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Class names, or ``"unknown"`` where :meth:`reject` says so."""
-        best = self.decision_function(X).argmax(axis=1)
-        labels = np.asarray(self.classes_, dtype=object)[best]
-        labels[self.reject(X)] = UNKNOWN
-        return labels
+        """Labels of :meth:`decide`: a class, ``unknown`` or (with a probe) ``uncertain``."""
+        return self.decide(X).labels
 
     def _log_odds(self, decisions: np.ndarray) -> np.ndarray:
         """``log p_c - log(1 - p_c)`` for every class under the calibrated temperature."""

@@ -1,0 +1,134 @@
+"""A small CNN over noise residuals that tells generated pixels from camera pixels.
+
+The input is not the image but two weight-free residuals of it, so content and colour matter less
+than the traces left by a generator's last layers:
+
+- NPR, neighbouring-pixel relationships (Tan et al., CVPR 2024): each pixel minus the top-left
+  pixel of its 2x2 block, which exposes the correlations an upsampling layer leaves behind;
+- a high-pass residual: each pixel minus the mean of its 3x3 neighbourhood.
+
+The trunk is seven 3x3 conv layers (three of stride 2) with batch norm, global average pooling, a
+class head (training classes, including the aligned autoencoder twins) and a one-logit synthetic
+head. It is fully convolutional, so it is trained on small patches and run on whole crops.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..transform import PreprocessCfg
+from .base import Backbone, unnormalize
+
+RESIDUAL_SCALE = 4.0  # residuals of 0-1 pixels are small; this brings them near unit variance
+DEFAULT_WIDTHS = (16, 32, 32, 64, 64, 128, 128)
+DEFAULT_STRIDES = (1, 2, 1, 2, 1, 2, 1)
+
+
+def residuals(pixels: torch.Tensor) -> torch.Tensor:
+    """NPR and high-pass residuals ``(n, 6, H, W)`` of ``pixels`` ``(n, 3, H, W)`` in 0-255 (H, W even)."""
+    if pixels.shape[-1] % 2 or pixels.shape[-2] % 2:
+        raise ValueError(f"residuals need even height and width; got {tuple(pixels.shape[-2:])}")
+    x = pixels / 255.0
+    npr = x - F.interpolate(x[:, :, ::2, ::2], scale_factor=2.0, mode="nearest")
+    high_pass = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+    return torch.cat([npr, high_pass], dim=1) * RESIDUAL_SCALE
+
+
+class ResidualCNN(nn.Module):
+    """Residual front end + conv trunk; ``forward`` gives ``(embedding, class_logits, synthetic_logit)``.
+
+    Parameters
+    ----------
+    n_classes : int
+        Training classes of the class head (real, generators, autoencoder twins).
+    widths, strides : sequences of int
+        Output channels and stride of each 3x3 conv layer of the trunk.
+    """
+
+    def __init__(self, n_classes: int, widths: Sequence[int] = DEFAULT_WIDTHS,
+                 strides: Sequence[int] = DEFAULT_STRIDES) -> None:
+        super().__init__()
+        if len(widths) != len(strides):
+            raise ValueError("widths and strides need one entry per layer")
+        layers: list[nn.Module] = []
+        channels = 6
+        for width, stride in zip(widths, strides):
+            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        self.trunk = nn.Sequential(*layers)
+        self.classifier = nn.Linear(channels, n_classes)
+        self.synthetic = nn.Linear(channels, 1)
+        self.embed_dim = channels
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features ``(n, embed_dim)`` of ``pixels`` ``(n, 3, H, W)`` in 0-255."""
+        return self.trunk(residuals(pixels)).mean(dim=(2, 3))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e = self.embed(pixels)
+        return e, self.classifier(e), self.synthetic(e)[:, 0]
+
+
+# ------------------------------------------------------------------ backbone
+NETWORK_LAYERS = ("embedding", "logits")
+DEFAULT_WINDOW = 192
+
+
+def load_network(ref: str) -> tuple[ResidualCNN, dict]:
+    """A trained :class:`ResidualCNN` (eval mode) and its config from a zoo name, folder or ``hf-hub:`` id.
+    Only ``config.json`` and ``model.safetensors`` are read. Raises ``ZooError`` if they do not fit."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..zoo import ZooError, resolve
+
+    folder = resolve(ref)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if config.get("network") != "ResidualCNN":
+            raise ZooError(f"{folder} holds no ResidualCNN network (config 'network' is {config.get('network')!r})")
+        model = ResidualCNN(len(config["classes"]), config["widths"], config["strides"])
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ZooError(f"unreadable residual CNN at {folder}: {exc}") from None
+    return model.eval(), config
+
+
+class ResidualCNNBackbone(Backbone):
+    """Features of a trained :class:`ResidualCNN`: ``embedding`` (pooled trunk, 128) and ``logits`` (its
+    class logits followed by its synthetic logit), averaged over the centre ``window`` px of each view.
+
+    Id: ``residual_cnn:<network>``, the network a zoo name (``residual-cnn``), folder or ``hf-hub:`` id.
+    """
+
+    family = "residual_cnn"
+
+    def __init__(self, backbone_id: str, layers: Sequence[str] | None = None,
+                 preprocess_cfg: PreprocessCfg | None = None, window: int = DEFAULT_WINDOW,
+                 device: str | torch.device | None = None) -> None:
+        layers = tuple(layers or NETWORK_LAYERS)
+        bad = [name for name in layers if name not in NETWORK_LAYERS]
+        if bad:
+            raise ValueError(f"unknown layers {bad}; choose from {list(NETWORK_LAYERS)}")
+        if window < 16 or window % 2:
+            raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
+        super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
+        self.window = window
+        self.model, self.network_config = load_network(backbone_id.partition(":")[2])
+        self.model = self.model.to(self.device, self.dtype)
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"window": self.window}
+
+    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        pixels = unnormalize(x, self.preprocess_cfg)
+        side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
+        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
+        embedding, logits, synthetic = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype))
+        out = {"embedding": embedding.float(), "logits": torch.cat([logits, synthetic[:, None]], dim=1).float()}
+        return [out[name] for name in self.layers]

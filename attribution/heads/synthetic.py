@@ -1,0 +1,86 @@
+"""The first question of the decision: is this image synthetic at all?
+
+A linear probe (logistic regression on standardised features, as UnivFD's probe on frozen features)
+over the columns of the forensic feature source, fitted on real photos against every generator with
+each class weighted equally. Its two thresholds are calibrated on what the probe must generalise to:
+scores of *held-out generators* (so few unseen-generator images fall below ``real_offset``) and of
+*held-out kinds of real photo* (so few unseen-kind photos pass ``synthetic_offset``). Between the two
+the honest answer is ``uncertain``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from ..constants import REAL
+
+
+def balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Sample weights giving real photos half the total weight and every generator class an equal share
+    of the other half."""
+    y = np.asarray(y, dtype=str)
+    is_real = y == REAL
+    generators = np.unique(y[~is_real])
+    w = np.empty(len(y))
+    w[is_real] = 0.5 / max(is_real.sum(), 1)
+    for g in generators:
+        w[y == g] = 0.5 / len(generators) / (y == g).sum()
+    return w * len(y)
+
+
+@dataclass
+class ProbeThresholds:
+    """``real_offset`` <= ``synthetic_offset``: below the first is real, from the second on synthetic."""
+
+    real_offset: float
+    synthetic_offset: float
+
+
+def thresholds_from_scores(real_scores: np.ndarray, synthetic_scores: np.ndarray, real_false_rate: float,
+                           synthetic_miss_rate: float) -> ProbeThresholds:
+    """Thresholds from held-out scores (probabilities of "synthetic", 0-1).
+
+    ``synthetic_offset`` lets ``real_false_rate`` of the held-out real photos pass as synthetic;
+    ``real_offset`` lets ``synthetic_miss_rate`` of the held-out generator images fall below it as real.
+    When the two cross (the scores separate well), both become their midpoint: no uncertain band.
+    """
+    synthetic_offset = float(np.quantile(real_scores, 1.0 - real_false_rate))
+    real_offset = float(np.quantile(synthetic_scores, synthetic_miss_rate))
+    if real_offset > synthetic_offset:
+        real_offset = synthetic_offset = (real_offset + synthetic_offset) / 2
+    return ProbeThresholds(real_offset, synthetic_offset)
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """``(mean, scale, coef, intercept)`` of a class-balanced logistic regression of synthetic vs real on
+    ``X`` ``(n_samples, n_columns)``."""
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    model = LogisticRegression(C=C, max_iter=2000)
+    model.fit((X - mean) / scale, np.asarray(y) != REAL, sample_weight=balanced_weights(y))
+    return mean, scale, model.coef_[0].copy(), float(model.intercept_[0])
+
+
+def probe_scores(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    """Probability that each row of ``X`` is synthetic, ``(n_samples,)`` in 0-1."""
+    z = ((X - mean) / scale) @ coef + intercept
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of every generator and every real-photo group from probes fitted without it
+    (leave-one-generator-out, leave-one-real-group-out): ``(real scores, synthetic scores)``."""
+    y = np.asarray(y, dtype=str)
+    is_real = y == REAL
+    units = [y == g for g in np.unique(y[~is_real])] + [is_real & (groups == g) for g in np.unique(groups[is_real])]
+    real_scores, synthetic_scores = [], []
+    for held in units:
+        train = ~held
+        if len(np.unique(y[train][y[train] != REAL])) == 0 or not (y[train] == REAL).any():
+            continue
+        s = probe_scores(X[held], *fit_probe(X[train], y[train], C))
+        (real_scores if is_real[held].all() else synthetic_scores).append(s)
+    if not real_scores or not synthetic_scores:
+        raise ValueError("held-out calibration needs at least two generators and two groups of real photos")
+    return np.concatenate(real_scores), np.concatenate(synthetic_scores)
