@@ -72,7 +72,7 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    provenance = None if args.no_provenance else _provenance_reader(args)
+    provenance = _provenance_reader(args) if args.json and not args.no_provenance else None
     attributor = _load(args)
     files = expand_inputs(args.paths)
     outputs = attributor(files, progress=_progress("predict", args.quiet), nearest=args.nearest)
