@@ -1,4 +1,4 @@
-"""Command line: ``python -m attribution predict|train|enroll|verify|zoo``. Calls the public API only.
+"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|zoo``. Calls the public API only.
 
 The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
 """
@@ -43,6 +43,29 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _provenance_reader(args: argparse.Namespace):
+    """The provenance reader for ``--c2pa-trust-anchors``; anchors that cannot be used raise ValueError."""
+    from .provenance import ProvenanceReader
+
+    return ProvenanceReader(args.c2pa_trust_anchors)
+
+
+def _provenance_fields(report) -> dict[str, Any]:
+    """``provenance`` (an object, or ``null`` plus ``provenance_reason`` when the file had no readable bytes)."""
+    fields = {"provenance": report.to_json()}
+    if report.reason is not None:
+        fields["provenance_reason"] = report.reason
+    return fields
+
+
+def _with_provenance(row: dict[str, Any], reader) -> dict[str, Any]:
+    """``row`` plus its file's provenance fields (unchanged when ``reader`` is None). Evidence beside the
+    verdict only: it is read after the prediction and never feeds it."""
+    if reader is None or not row.get("file"):
+        return row
+    return {**row, **_provenance_fields(reader(row["file"]))}
+
+
 def _load(args: argparse.Namespace):
     from .pipeline import Attributor
 
@@ -50,12 +73,13 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    provenance = _provenance_reader(args) if args.json and not args.no_provenance else None
     attributor = _load(args)
     files = expand_inputs(args.paths)
     outputs = attributor(files, progress=_progress("predict", args.quiet), nearest=args.nearest)
     if args.json:
         for out in outputs:
-            _emit(out.to_json())
+            _emit(_with_provenance(out.to_json(), provenance))
     else:
         width = max([len(o.file or "") for o in outputs] + [4])
         print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'unknown score':>13}")
@@ -66,6 +90,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 conf = max(o.scores.values())
                 print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {o.unknown_score:>13.4f}")
     return 1 if any(o.error for o in outputs) else 0
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from .provenance import provenance_column
+
+    reader = _provenance_reader(args)
+    failed = False
+    for file in expand_inputs(args.paths):
+        path = str(Path(file).resolve())
+        report = reader(path)
+        failed |= report.reason is not None or report.error is not None
+        if args.json:
+            _emit({"file": path, **_provenance_fields(report)})
+            continue
+        print(f"{path}: {provenance_column(report)}")
+        for r in report.records:
+            print(f"    {r.source:<8} {r.field:<32} {r.value}")
+    return 1 if failed else 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -167,12 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def trust_anchors(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--c2pa-trust-anchors", default=None, metavar="PEM",
+                       help="CA certificates (PEM) whose C2PA signers count as trusted; without it none does")
+
     p = sub.add_parser("predict", help="attribute images: real, a known generator or unknown")
     common(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--nearest", type=int, default=0, help="also list the K nearest known exemplars")
+    p.add_argument("--no-provenance", action="store_true",
+                   help="do not add the file's provenance evidence (C2PA, XMP, PNG text, EXIF) to --json lines")
+    trust_anchors(p)
     p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("provenance", help="what the files' own metadata says about their origin (not the verdict)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    trust_anchors(p)
+    p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
+    p.set_defaults(func=cmd_provenance)
 
     p = sub.add_parser("verify", help="was each image made by this model?")
     common(p)

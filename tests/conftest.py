@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run offline and never touch the user's real zoo."""
 import os
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -47,3 +49,14 @@ def make_image(path: Path, seed: int = 0, size: int = 64, fmt: str = "PNG") -> P
     arr = np.clip(np.asarray(img, dtype=np.int16) + rng.integers(-8, 8, (size, size, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path, format=fmt)
     return path
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def with_png_chunks(png: bytes, *chunks: bytes) -> bytes:
+    """``png`` with ``chunks`` (from :func:`png_chunk`) inserted right after IHDR; the pixels are untouched."""
+    ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    return png[:ihdr_end] + b"".join(chunks) + png[ihdr_end:]

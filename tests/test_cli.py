@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_image
+from conftest import REPO, make_image, png_chunk, with_png_chunks
 
 PREDICT_KEYS = {"file", "label", "known", "scores", "unknown_score"}
 
@@ -47,8 +47,13 @@ def test_predict_json_contract_with_corrupt_files(image_folder, user_home):
         assert abs(sum(line["scores"].values()) - 1) < 1e-3 and "real" in line["scores"]
         assert line["label"] in [*line["scores"], "unknown"]
         assert line["known"] == (line["label"] != "unknown")
-    assert set(by_name["broken.png"]) == {"file", "error"} and "truncated" in by_name["broken.png"]["error"]
+        assert line["provenance"]["summary"].startswith("no provenance records")
+    assert set(by_name["broken.png"]) == {"file", "error", "provenance"}
+    assert "truncated" in by_name["broken.png"]["error"]
+    assert by_name["broken.png"]["provenance"]["error_code"] == "malformed"  # bytes were there: read, and failed
     assert "not a recognised image" in by_name["notes.jpg"]["error"]
+    assert by_name["notes.jpg"]["provenance"] == {"error": "not a recognised image format",
+                                                  "error_code": "unrecognised_format"}
     assert "Traceback" not in proc.stderr
 
 
@@ -58,6 +63,44 @@ def test_predict_all_good_exits_zero_and_table(image_folder, user_home):
     proc, _ = run_cli("predict", "--quiet", str(image_folder / "a.png"), str(image_folder / "missing.png"),
                       env_home=user_home)
     assert proc.returncode == 1 and "a.png" in proc.stdout and "no such file" in proc.stdout
+
+
+def test_predict_provenance_fields(tmp_path, user_home):
+    params = b"parameters\x00a cat\nSteps: 20, Sampler: Euler a, Model: v1-5-pruned-emaonly"
+    sd = tmp_path / "sd.png"
+    sd.write_bytes(with_png_chunks(make_image(tmp_path / "plain.png", seed=4, size=256).read_bytes(),
+                                   png_chunk(b"tEXt", params)))
+    missing = tmp_path / "missing.png"
+    proc, lines = run_cli("predict", "--json", "--quiet", str(sd), str(missing), env_home=user_home)
+    assert proc.returncode == 1, proc.stderr
+    by_name = {Path(line["file"]).name: line for line in lines}
+    provenance = by_name["sd.png"]["provenance"]
+    assert set(provenance) == {"summary", "indication", "indication_source", "records", "c2pa"}
+    assert provenance["indication"] == "generated" and "Stable Diffusion web UI" in provenance["summary"]
+    assert {"source": "png", "field": "parameters.Model", "value": "v1-5-pruned-emaonly"} in provenance["records"]
+    assert by_name["sd.png"]["label"] in [*by_name["sd.png"]["scores"], "unknown"]
+    assert by_name["missing.png"]["provenance"] is None
+    assert by_name["missing.png"]["provenance_reason"].startswith("file could not be read")
+
+    proc, lines = run_cli("predict", "--json", "--quiet", "--no-provenance", str(sd), env_home=user_home)
+    assert proc.returncode == 0 and "provenance" not in lines[0]
+    assert lines[0]["scores"] == by_name["sd.png"]["scores"]
+
+
+def test_provenance_command(tmp_path):
+    sd = tmp_path / "sd.png"
+    sd.write_bytes(with_png_chunks(make_image(tmp_path / "plain.png").read_bytes(),
+                                   png_chunk(b"tEXt", b"Software\x00NovelAI")))
+    proc, lines = run_cli("provenance", "--json", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    by_name = {Path(line["file"]).name: line["provenance"] for line in lines}
+    assert by_name["sd.png"]["records"] == [{"source": "png", "field": "Software", "value": "NovelAI"}]
+    assert by_name["plain.png"]["summary"].startswith("no provenance records")
+    proc, _ = run_cli("provenance", str(sd), str(tmp_path / "missing.png"))
+    assert proc.returncode == 1 and "metadata names NovelAI" in proc.stdout and "file could not be read" in proc.stdout
+    (tmp_path / "anchors.pem").write_text("no certificates here")
+    proc, _ = run_cli("provenance", "--c2pa-trust-anchors", str(tmp_path / "anchors.pem"), str(sd))
+    assert proc.returncode == 2 and "C2PA trust anchors" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_enroll_then_predict_and_verify(tmp_path, user_home):
