@@ -173,10 +173,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_forensic(args: argparse.Namespace) -> int:
     from .recipes.residual_cnn import RecipeCfg, save_network, train_residual_cnn
+    from .zoo import user_zoo_dir
 
-    cfg = RecipeCfg(minutes=args.minutes, seed=args.seed, exclude=args.exclude or [])
+    cfg = RecipeCfg(minutes=args.minutes, steps=args.steps, seed=args.seed, exclude=args.exclude or [])
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    model, config = train_residual_cnn(args.data, cfg, device=args.device, log=log)
+    cache = None if args.no_cache else user_zoo_dir().parent / "recipe"
+    model, config = train_residual_cnn(args.data, cfg, device=args.device, cache=cache, log=log)
     out = save_network(args.out, model, config)
     print(json.dumps({"saved_to": str(out.resolve()), "classes": config["classes"], **config["recipe"]}))
     return 0
@@ -272,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-forensic", help="train the residual CNN feature source (recipe in its config.json)")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. 'real'")
     p.add_argument("--out", required=True, help="folder of the network, e.g. zoo/residual-cnn")
-    p.add_argument("--minutes", type=float, default=20.0, help="time budget, twins included")
+    p.add_argument("--steps", type=int, default=2500, help="training steps (batches of 64 patches)")
+    p.add_argument("--minutes", type=float, default=40.0, help="time cap of the training loop")
+    p.add_argument("--no-cache", action="store_true", help="make the twins again instead of reading them from the cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude", nargs="*", help="classes or real sources (real/<prefix>) to leave out")
     p.add_argument("--device", default=None)

@@ -86,46 +86,59 @@ def fuse(blocks: list[tuple[np.ndarray, int]]) -> np.ndarray:
 
 class Images:
     """Every image the benchmark scores, with what it is: dev files, harmless changes of real photos,
-    val_unseen (and Bing without its logo)."""
+    val_unseen (and Bing without its logo). Changed images are made when scored, a chunk at a time."""
 
     def __init__(self, data: Path, val: Path | None) -> None:
         files, labels = list_dataset(data)
-        self.inputs: list = list(files)
+        self.inputs: list[tuple[Path, str]] = [(f, "dev") for f in files]
         self.label = list(labels)
         self.kind = ["dev"] * len(files)
         self.source = [real_source(f.name) if l == REAL else l for f, l in zip(files, labels)]
         self.name = [f.name for f in files]
         for f, l in zip(files, labels):
-            if l != REAL:
-                continue
-            with Image.open(f) as im:
-                fmt = im.format
-            image = load_image(f)
-            for change in HARMLESS:
-                self._add(harmless_change(image, change, fmt), REAL, change, real_source(f.name), f.name)
+            if l == REAL:
+                for change in HARMLESS:
+                    self._add(f, REAL, change, real_source(f.name))
         if val is not None and val.is_dir():
             for folder in sorted(p for p in val.iterdir() if p.is_dir()):
                 for f in find_images([folder]):
-                    self._add(f, folder.name, "val", folder.name, f.name)
+                    self._add(f, folder.name, "val", folder.name)
                     if folder.name.startswith("bing"):
-                        self._add(without_logo(load_image(f)), folder.name, "val_nologo", folder.name, f.name)
+                        self._add(f, folder.name, "val_nologo", folder.name)
 
-    def _add(self, image, label: str, kind: str, source: str, name: str) -> None:
-        self.inputs.append(image)
+    def _add(self, path: Path, label: str, kind: str, source: str) -> None:
+        self.inputs.append((path, kind))
         self.label.append(label)
         self.kind.append(kind)
         self.source.append(source)
-        self.name.append(name)
+        self.name.append(path.name)
+
+    @staticmethod
+    def materialize(item: tuple[Path, str]) -> Path | Image.Image:
+        """The file itself, or the changed image it stands for."""
+        path, kind = item
+        if kind in ("dev", "val"):
+            return path
+        if kind == "val_nologo":
+            return without_logo(load_image(path))
+        with Image.open(path) as im:
+            fmt = im.format
+        return harmless_change(load_image(path), kind, fmt)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(v, dtype=str) for v in (self.label, self.kind, self.source, self.name))
 
 
-def extract(backbone_id: str, images: Images, cache: FeatureCache) -> np.ndarray:
-    batch = FeatureExtractor(create_backbone(backbone_id), cache)(images.inputs)
-    if batch.errors:
-        raise RuntimeError(f"{len(batch.errors)} benchmark images failed to decode: {list(batch.errors.values())[:3]}")
-    return batch.features
+def extract(backbone_id: str, images: Images, cache: FeatureCache, chunk: int = 32) -> np.ndarray:
+    """Features of every benchmark image, a chunk at a time (bounded memory)."""
+    extractor = FeatureExtractor(create_backbone(backbone_id), cache)
+    out = []
+    for start in range(0, len(images.inputs), chunk):
+        batch = extractor([images.materialize(item) for item in images.inputs[start:start + chunk]])
+        if batch.errors:
+            raise RuntimeError(f"benchmark images failed to decode: {list(batch.errors.values())[:3]}")
+        out.append(batch.features)
+    return np.concatenate(out)
 
 
 def split_known(idx: np.ndarray, label: np.ndarray, name: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Speed of the CLI, enrollment and start-up against a raw batched forward of the same backbone.
 
-    python benchmarks/speed.py [--n 48] [--data ../shared/data/dev]
+    python benchmarks/speed.py [--n 48] [--data ../shared/data/dev] [--compare-zoo OLD_HEAD_FOLDER]
 
 Prints one table measured in one run on the same images:
 - CLI ``predict`` marginal cost per image (decode + preprocess + forward + head) / raw forward per image
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dev"))
     parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--compare-zoo", default=None,
+                        help="another head (e.g. an earlier default): its raw forward on the same images, and the ratio")
     args = parser.parse_args(argv)
     files = pick_images(Path(args.data), args.n + 10)
     batch_files, enroll_files = files[: args.n], files[args.n:]
@@ -85,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - start
     raw = raw_forward_per_image(attributor, batch_files)
 
+    compare = []
+    if args.compare_zoo:
+        other = Attributor.from_pretrained(args.compare_zoo)
+        other_raw = raw_forward_per_image(other, batch_files)
+        raw = (raw + raw_forward_per_image(attributor, batch_files)) / 2  # measured before and after the other
+        compare = [(f"raw batched forward of {other.backbone.id}, s/image", other_raw,
+                    f"this head costs {raw / other_raw:.2f}x (target <= 1.5)")]
     one_s, peak_one = cli_seconds(batch_files[:1])
     many_s, peak_many = cli_seconds(batch_files)
     marginal = (many_s - one_s) / (len(batch_files) - 1)
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     attributor.enroll("speed_test_generator", enroll_files)
     enroll_s = time.perf_counter() - start
 
-    rows = [("raw batched forward, s/image", raw, ""),
+    rows = [("raw batched forward, s/image", raw, ""), *compare,
             ("CLI predict marginal, s/image", marginal, f"ratio {marginal / raw:.2f} (target <= 1.5)"),
             (f"enroll {len(enroll_files)} images, s", enroll_s,
              f"ratio {enroll_s / (enroll_raw + 0.5):.2f} of forwards + 0.5 s (target <= 1.2)"),

@@ -85,15 +85,16 @@ def load_network(ref: str) -> tuple[ResidualCNN, dict]:
 
     from safetensors.torch import load_file
 
+    from ..constants import CONFIG_NAME, WEIGHTS_NAME
     from ..zoo import ZooError, resolve
 
     folder = resolve(ref)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         if config.get("network") != "ResidualCNN":
             raise ZooError(f"{folder} holds no ResidualCNN network (config 'network' is {config.get('network')!r})")
         model = ResidualCNN(len(config["classes"]), config["widths"], config["strides"])
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ZooError(f"unreadable residual CNN at {folder}: {exc}") from None
     return model.eval(), config
