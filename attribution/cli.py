@@ -82,7 +82,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         elif o.error:
             print(f"{o.file}  ERROR: {o.error}")
         else:
-            rate = "" if o.false_match_rate_at_score is None else f"  false-match rate at this score={o.false_match_rate_at_score:.4f}"
+            rate = o.false_match_rate_at_score
+            rate = "" if rate is None else f"  false-match rate at this score={rate:.4f}"
             print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}{rate}")
     return 1 if any(o.error for o in outputs) else 0
 

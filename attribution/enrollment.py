@@ -71,7 +71,8 @@ def enrollment_report(head: OpenSetHead, X: np.ndarray, label: str) -> Enrollmen
                        f"be the same source as {taker!r}" if recall < 0.5 else
                        f"enrolled as {label!r}, {recall:.0%} of them would still be recognised when left out: make "
                        f"sure they are not images of {taker!r}"))
-    return EnrollmentReport(round(recall, 4), str(head.classes_[closest]), round(float(counts[closest] / n), 4), warning)
+    share = round(float(counts[closest] / n), 4)
+    return EnrollmentReport(round(recall, 4), str(head.classes_[closest]), share, warning)
 
 
 def enrolled_config(config: dict[str, Any], base_name: str, label: str, info: dict[str, Any]) -> dict[str, Any]:

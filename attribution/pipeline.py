@@ -137,7 +137,9 @@ class Attributor:
 
         The output reports how separable the new generator is (``expected_recall``, ``closest_class``,
         ``closest_class_share``, and a ``warning`` when its images look like a known class); the head
-        records them in ``config["enrolled"]`` with its ``base_head``. With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
+        records them in ``config["enrolled"]`` with its ``base_head``.
+
+        With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
         concurrent enrollments (threads or processes) are all kept; the swap of ``self.head`` is atomic
         for concurrent attribution.
         """

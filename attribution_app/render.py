@@ -126,7 +126,7 @@ def column_widths(header: list[str]) -> list[str]:
 def batch_table(rows: list[dict[str, Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the on-page table; a synthetic-score column appears when the rows carry one."""
     synthetic = any(r.get("synthetic_score") is not None for r in rows)
-    header = ["file", "verdict", "confidence", "unknown score"] + (["synthetic score"] if synthetic else []) + ["details"]
+    header = ["file", "verdict", "confidence", "unknown score", *(["synthetic score"] if synthetic else []), "details"]
     table = []
     for r in rows:
         label = r.get("label")

@@ -200,7 +200,8 @@ def _enrollment(item: Any, dim: int) -> Enrollment:
     n_images = int(_number(item.get("n_images"), "image count", 2, MAX_ENROLL_IMAGES))
     delta = ClassDelta(label, _array(item.get("mean"), "class mean", "<f8", (dim,)),
                        _number(item.get("count"), "image count", 2, MAX_ENROLL_IMAGES),
-                       _number(item.get("bias"), "bias", -1e6, 1e6), _number(item.get("verify_offset"), "offset", -1e6, 1e6),
+                       _number(item.get("bias"), "bias", -1e6, 1e6),
+                       _number(item.get("verify_offset"), "offset", -1e6, 1e6),
                        _array(item.get("bank"), "exemplar bank", "<f2", (rows, dim)))
     enrolled_at = _text(item.get("enrolled_at"), "date", 20)
     if not _TIMESTAMP.match(enrolled_at):
@@ -214,7 +215,8 @@ def _foreign_dim(items: list[Any]) -> int:
     """Dimensions of enrollments made for another head, read from their first class mean (bounded)."""
     first = items[0] if isinstance(items[0], dict) else {}
     try:
-        dim = len(base64.b64decode(_text(first.get("mean"), "class mean", MAX_STORED_CHARS).encode(), validate=True)) // 8
+        mean = _text(first.get("mean"), "class mean", MAX_STORED_CHARS)
+        dim = len(base64.b64decode(mean.encode(), validate=True)) // 8
     except binascii.Error:
         dim = 0
     if not 0 < dim <= MAX_DIM:
@@ -228,7 +230,7 @@ def decode(stored: Any, fingerprint: str, dim: int) -> VisitorState:
     Raises :class:`StateError` when it is malformed, unsigned, tampered with or signed with another
     secret. Enrollments made for another head come back unapplied, with a notice saying so.
     """
-    if not isinstance(stored, dict) or not isinstance(stored.get("data"), str) or not isinstance(stored.get("sig"), str):
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), str) for k in ("data", "sig")):
         raise StateError("this is not a saved enrollment file or state")
     data = stored["data"]
     if len(data) > MAX_STORED_CHARS:

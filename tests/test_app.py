@@ -433,7 +433,8 @@ def test_whitebox_with_a_tiny_vae(tmp_path):
     verifier.calibrate(n_samples=2, generator=0)
     calibration = verifier.save_calibration(tmp_path / "calibration.json")
     (tmp_path / "notes.png").write_text("not an image")
-    items = [("a.png", str(make_image(tmp_path / "a.png", seed=4, size=32))), ("notes.png", str(tmp_path / "notes.png"))]
+    items = [("a.png", str(make_image(tmp_path / "a.png", seed=4, size=32))),
+             ("notes.png", str(tmp_path / "notes.png"))]
     rows = whitebox_rows(str(folder), str(calibration), 2, items)
     assert rows[0]["method"] == "whitebox" and isinstance(rows[0]["match"], bool) and rows[1]["error"]
     summary = verify_markdown(rows, "`tiny` (white-box)")
@@ -491,3 +492,15 @@ def test_admin_saves_a_derived_head_and_switching_heads_keeps_visitors_informed(
         assert ops.HOST.view(restored).classes == ops.HOST.base().classes  # kept aside, not applied
     finally:
         ops.HOST.set_ref(None)
+
+
+def test_operator_controls_exist_only_with_an_admin_token(monkeypatch):
+    from attribution_app import build_demo
+
+    def elem_ids(demo):
+        return {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+    monkeypatch.delenv("ATTRIBUTION_ADMIN_TOKEN", raising=False)
+    assert "zoo-admin" not in elem_ids(build_demo())
+    monkeypatch.setenv("ATTRIBUTION_ADMIN_TOKEN", "letmein")
+    assert {"zoo-admin", "admin-token", "admin-load", "admin-save"} <= elem_ids(build_demo())

@@ -220,6 +220,27 @@ def test_verify_whitebox_mode_explains_what_it_needs(page_a):
     page_a.locator("#verify-model").wait_for()
 
 
+def test_export_and_import_move_enrollments_to_another_browser(page_a, browser, server, tmp_path):
+    open_tab(page_a, "Enroll")
+    page_a.get_by_text("Keep or move your enrollments").click()
+    with page_a.expect_download() as download:
+        page_a.click("#enroll-export")
+    archive = tmp_path / "mine.zip"
+    download.value.save_as(archive)
+    page_c = open_page(browser, server.url)  # a third visitor (or the same person in another browser)
+    try:
+        assert LABEL not in text_of(page_c, "#head-banner")
+        open_tab(page_c, "Enroll")
+        page_c.get_by_text("Keep or move your enrollments").click()
+        page_c.locator("#enroll-import-file input[type=file]").set_input_files([str(archive)])
+        page_c.click("#enroll-import")
+        wait_text(page_c, "#enroll-status", "Imported")
+        wait_text(page_c, "#head-banner", LABEL)
+        shot(page_c, "07_imported.png")
+    finally:
+        page_c.context.close()
+
+
 def test_enrollment_survives_reload_and_restart(page_a, page_b, server):
     """Point 1: the signed browser state brings the enrollment back after a reload and a server restart."""
     goto(page_a, page_a.url)
@@ -230,7 +251,7 @@ def test_enrollment_survives_reload_and_restart(page_a, page_b, server):
     assert "not loaded" not in text_of(page_a, "#head-banner")
     goto(page_b, page_b.url)
     assert LABEL not in text_of(page_b, "#head-banner")
-    shot(page_a, "07_after_restart.png")
+    shot(page_a, "08_after_restart.png")
 
 
 def test_tampered_browser_state_is_refused_with_a_notice(browser, server):
@@ -253,7 +274,7 @@ def test_remove_asks_first_and_touches_only_your_own(page_a):
     assert LABEL in text_of(page_a, "#enrolled-table")
     page_a.click("#remove-button")
     wait_text(page_a, "#remove-confirm", LABEL)
-    shot(page_a, "08_remove_confirm.png")
+    shot(page_a, "09_remove_confirm.png")
     page_a.click("#remove-yes")
     wait_text(page_a, "#enroll-status", "Removed")
     page_a.wait_for_function(f"!document.querySelector('#head-banner').innerText.includes('{LABEL}')")
@@ -270,4 +291,4 @@ def test_zoo_tab_shows_the_served_head_read_only(page_a):
     assert not page_a.locator("#zoo-admin").count()  # no admin token: no operator controls
     body = page_a.inner_text("body")
     assert "/work/" not in body and "/tmp/" not in body
-    shot(page_a, "09_zoo.png")
+    shot(page_a, "10_zoo.png")

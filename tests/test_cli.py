@@ -71,7 +71,8 @@ def test_enroll_saves_a_new_head_that_never_shadows_the_shipped_one(tmp_path, us
     assert 0 <= out["expected_recall"] <= 1 and out["closest_class"] in out["classes"]
     assert 0 < out["closest_class_share"] <= 1 and "warning" not in out
     name = "open-set-efficientnet-lite2-with-my_gen"
-    assert Path(out["saved_to"]) == user_home / "zoo" / name and (user_home / "zoo" / name / "model.safetensors").is_file()
+    folder = user_home / "zoo" / name
+    assert Path(out["saved_to"]) == folder and (folder / "model.safetensors").is_file()
     config = json.loads((user_home / "zoo" / name / "config.json").read_text())
     assert config["base_head"] == "open-set-efficientnet-lite2" and "metrics" not in config and "figures" not in config
     assert config["enrolled"]["my_gen"]["expected_recall"] == out["expected_recall"]
@@ -94,7 +95,8 @@ def test_enrolling_a_copy_of_a_known_class_warns_before_saving(user_home, dev_da
     files = sorted((dev_data / "vqgan_clip").iterdir())[40:45]
     proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "my_gen", *map(str, files), env_home=user_home)
     assert proc.returncode == 3 and "not saved (--force saves it anyway)" in proc.stderr
-    assert lines[0]["saved_to"] is None and lines[0]["closest_class"] == "vqgan_clip" and "vqgan_clip" in lines[0]["warning"]
+    out = lines[0]
+    assert out["saved_to"] is None and out["closest_class"] == "vqgan_clip" and "vqgan_clip" in out["warning"]
     assert not (user_home / "zoo").is_dir() or not list((user_home / "zoo").iterdir())
     shadow = user_home / "zoo" / "open-set-efficientnet-lite2"
     proc, _ = run_cli("enroll", "--force", "--quiet", "--name", "my_gen", "--out", str(shadow), *map(str, files),

@@ -57,7 +57,8 @@ def test_tampered_state_is_rejected_cleanly(setup, visitor):
     payload = json.loads(stored["data"])
     payload["enrollments"][0]["bias"] = 50.0  # make g3 win everything
     forged = {"data": json.dumps(payload, sort_keys=True, separators=(",", ":")), "sig": stored["sig"]}
-    for bad in (forged, {**stored, "sig": "0" * 64}, {"data": stored["data"]}, "garbage", [1, 2], {"data": 1, "sig": 2}):
+    unsigned, wrong_types = {"data": stored["data"]}, {"data": 1, "sig": 2}
+    for bad in (forged, {**stored, "sig": "0" * 64}, unsigned, "garbage", [1, 2], wrong_types):
         with pytest.raises(st.StateError):
             st.decode(bad, fp, DIM)
         restored = st.load_stored(bad, fp, DIM)

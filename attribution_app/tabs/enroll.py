@@ -31,8 +31,8 @@ def enrolled_rows(state: VisitorState, fingerprint: str | None) -> list[list[Any
 
 def build(shared: Shared) -> Tab:
     with gr.Tab("Enroll", id="enroll"):
-        gr.Markdown(f"Add a generator the head does not know yet from **{MIN_ENROLL_IMAGES} to {MAX_ENROLL_IMAGES}** of "
-                    "its images (or a .zip). It takes seconds and is **yours only**: other visitors never see it. "
+        gr.Markdown(f"Add a generator the head does not know yet from **{MIN_ENROLL_IMAGES} to "
+                    f"{MAX_ENROLL_IMAGES}** of its images (or a .zip). It takes seconds and is **yours only**: other visitors never see it. "
                     "It is kept in this browser (signed by the server) and you can export it as a .zip. Before "
                     f"enrolling, the app warns when {WARN_SHARE:.0%} or more of the images are attributed to one "
                     f"known class with probability >= {WARN_PROBA:.0%}.")
@@ -89,7 +89,8 @@ def build(shared: Shared) -> Tab:
             cleanup(tmp)
         extra = "".join(f"\n- {md(n)}" for n in notes)
         if out.get("warning"):
-            return {pending: (out, enrollment), confirm_box: shown, status: enrollment_markdown(out, kept=False) + extra}
+            return {pending: (out, enrollment), confirm_box: shown,
+                    status: enrollment_markdown(out, kept=False) + extra}
         update = commit(state, enrollment, out)
         return {**update, status: update[status] + extra}
 

@@ -137,7 +137,8 @@ def build(shared: Shared) -> Tab:
                 if source is None:
                     raise ValueError("the served head has no folder to upload")
                 url = zoo.push_to_hub(str(source), repo_id, token=hf_token, private=bool(is_private))
-                return {status: f"Pushed to [{md(repo_id)}]({url}). Others can load it with {code('hf-hub:' + repo_id)}."}
+                return {status: f"Pushed to [{md(repo_id)}]({url}). Others can load it with "
+                                f"{code('hf-hub:' + repo_id)}."}
 
             private_ = {"api_visibility": "private"}
             changed.append(load.click(load_, inputs=[token, choice], outputs=[status], concurrency_id="model",
