@@ -88,6 +88,9 @@ def enrolled_config(config: dict[str, Any], base_name: str, label: str, info: di
 
 
 # ---------------------------------------------------------------------------- deltas
+_ROW_ARRAYS = ("class_means_", "class_counts_", "class_bias_", "verify_offsets_", "bank_", "bank_labels_")
+
+
 @dataclass(frozen=True)
 class ClassDelta:
     """One enrolled class as the rows it adds to a head (whitened space of that head)."""
@@ -116,10 +119,8 @@ def apply_deltas(head: OpenSetHead, deltas: Sequence[ClassDelta]) -> OpenSetHead
     arrays = dict(head.state_dict())
     meta = dict(head.meta_dict())
     dim = arrays["class_means_"].shape[1]
+    parts = {name: [arrays[name]] for name in _ROW_ARRAYS}  # each array and the rows appended to it
     classes, enrolled, ids = list(meta["classes_"]), list(meta["enrolled_"]), list(meta["bank_ids_"])
-    means, counts, biases, offsets = [arrays["class_means_"]], [arrays["class_counts_"]], [arrays["class_bias_"]], \
-        [arrays["verify_offsets_"]]
-    bank, bank_labels = [arrays["bank_"]], [arrays["bank_labels_"]]
     for delta in deltas:
         mean, rows = np.asarray(delta.mean, np.float64), np.asarray(delta.bank, np.float64)
         if delta.label in classes:
@@ -130,18 +131,14 @@ def apply_deltas(head: OpenSetHead, deltas: Sequence[ClassDelta]) -> OpenSetHead
         if not np.isfinite(values).all() or delta.count < 2:
             raise ValueError(f"enrollment {delta.label!r} holds invalid values")
         code = len(classes)
+        for name, value in (("class_means_", mean[None]), ("class_counts_", [delta.count]),
+                            ("class_bias_", [delta.bias]), ("verify_offsets_", [delta.verify_offset]),
+                            ("bank_", rows), ("bank_labels_", np.full(len(rows), code, arrays["bank_labels_"].dtype))):
+            parts[name].append(value)
         classes.append(delta.label)
         enrolled.append(delta.label)
-        means.append(mean[None])
-        counts.append([delta.count])
-        biases.append([delta.bias])
-        offsets.append([delta.verify_offset])
-        bank.append(rows)
-        bank_labels.append(np.full(len(rows), code, dtype=arrays["bank_labels_"].dtype))
         ids += [""] * len(rows)
-    arrays.update(class_means_=np.vstack(means), class_counts_=np.concatenate(counts),
-                  class_bias_=np.concatenate(biases), verify_offsets_=np.concatenate(offsets),
-                  bank_=np.vstack(bank), bank_labels_=np.concatenate(bank_labels))
+    arrays.update({name: np.concatenate(values) for name, values in parts.items()})
     meta.update(classes_=classes, enrolled_=enrolled, bank_ids_=ids)
     return type(head).from_state(head.get_params(), meta, arrays)
 

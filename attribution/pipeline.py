@@ -12,7 +12,7 @@ from PIL import Image
 
 from .backbones import Backbone, create_backbone
 from .constants import CONFIG_NAME, UNKNOWN
-from .enrollment import enrolled_config, enrollment_report, false_match_rate_at
+from .enrollment import EnrollmentReport, enrolled_config, enrollment_report, false_match_rate_at
 from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
@@ -157,9 +157,10 @@ class Attributor:
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
         ids = [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(len(batch.index))]
         thumbnails = {exemplar: _thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
-        reports = []
+        report = EnrollmentReport(0.0, "", 0.0)  # set by apply()
 
         def apply() -> None:
+            nonlocal report
             report = enrollment_report(self.head, batch.features, label)
             head = self.head.clone()
             head.enroll(batch.features, label, ids=ids)
@@ -170,10 +171,8 @@ class Attributor:
                     "closest_class_share": report.closest_class_share}
             self.config = {**enrolled_config(self.config, self.name, label, info), "classes": list(head.classes_)}
             self.head = head
-            reports.append(report)
 
         saved = self._update(apply, save_to)
-        report = reports[-1]
         return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors,
                                 saved_to=saved, expected_recall=report.expected_recall,
                                 closest_class=report.closest_class, closest_class_share=report.closest_class_share,
