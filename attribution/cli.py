@@ -125,7 +125,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         elif o.error:
             print(f"{o.file}  ERROR: {o.error}")
         else:
-            print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}")
+            rate = o.false_match_rate_at_score
+            rate = "" if rate is None else f"  false-match rate at this score={rate:.4f}"
+            print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}{rate}")
     return 1 if any(o.error for o in outputs) else 0
 
 
@@ -141,17 +143,32 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+ENROLL_REFUSED = 3  # exit status of ``enroll`` when the images look like a known class and --force is not given
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
+    from . import zoo
+
     attributor = _load(args)
     result = attributor.enroll(args.name, expand_inputs(args.paths), progress=_progress("enroll", args.quiet))
-    result.saved_to = str(attributor.save_pretrained(args.out).resolve())
+    refused = bool(result.warning) and not args.force
+    if not refused:
+        folder = Path(args.out) if args.out else zoo.user_zoo_dir() / zoo.derived_head_name(
+            attributor.config["base_head"], list(attributor.config["enrolled"]))
+        result.saved_to = str(attributor.save_pretrained(folder).resolve())
     if args.json:
         _emit(result.to_json())
     else:
-        print(f"enrolled {result.name!r} from {result.n_images} images in {result.seconds:.1f} s -> {result.saved_to}")
-        for f, e in result.errors.items():
-            print(f"  skipped {f}: {e}", file=sys.stderr)
-    return 0
+        print(f"enrolled {result.name!r} from {result.n_images} images in {result.seconds:.1f} s: expected recall "
+              f"{result.expected_recall:.2f}, closest known class {result.closest_class!r} "
+              f"({result.closest_class_share:.0%} of the images)"
+              + ("" if refused else f" -> head {Path(result.saved_to).name!r} ({result.saved_to})"))
+    for f, e in result.errors.items():
+        print(f"  skipped {f}: {e}", file=sys.stderr)
+    if result.warning:
+        print(f"warning: {result.warning}" + ("; not saved (--force saves it anyway)" if refused else ""),
+              file=sys.stderr)
+    return ENROLL_REFUSED if refused else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -188,9 +205,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
     if args.zoo_command == "list":
+        print(f"{'name':<48} {'origin':<8} {'base head':<32} details")
         for entry in zoo.list_zoo():
             detail = entry.get("error") or f"{entry['backbone']}  classes: {', '.join(entry['classes'])}"
-            print(f"{entry['name']:<36} {entry.get('location', '?'):<8} {detail}")
+            if entry["shadowed"]:
+                detail += f"  (named like a shipped head: load it by path, {entry['path']})"
+            print(f"{entry['name']:<48} {entry['origin']:<8} {entry.get('base_head') or '-':<32} {detail}")
     elif args.zoo_command == "show":
         folder = zoo.resolve(args.ref)
         config = zoo.read_config(folder)
@@ -245,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enroll", help="add a generator from a few of its images; writes a new head")
     common(p)
     p.add_argument("--name", required=True, help="generator name, e.g. midjourney_v6")
-    p.add_argument("--out", required=True, help="folder of the new head")
+    p.add_argument("--out", default=None,
+                   help="folder of the new head (default: the user zoo, named <base head>-with-<generator>)")
+    p.add_argument("--force", action="store_true",
+                   help="save even when half or more of the images look like one known class (p >= 0.8)")
     p.add_argument("--json", action="store_true")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_enroll)

@@ -59,12 +59,15 @@ class VerificationOutput:
     method: str = "blackbox"
     note: str | None = None
     error: str | None = None
+    false_match_rate_at_score: float | None = None  # share of other sources' images scoring at least this high
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
             return {"file": self.file, "model": self.model, "error": self.error}
         out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
+        if self.false_match_rate_at_score is not None:
+            out["false_match_rate_at_score"] = self.false_match_rate_at_score
         if self.note:
             out["note"] = self.note
         return out
@@ -72,7 +75,8 @@ class VerificationOutput:
 
 @dataclass
 class EnrollmentOutput:
-    """What an enrollment did: the label added, how many images it used, and per-file errors."""
+    """What an enrollment did: the label added, how many images it used, per-file errors, and how
+    separable the new generator is (see :func:`attribution.enrollment.enrollment_report`)."""
 
     name: str
     n_images: int
@@ -80,7 +84,15 @@ class EnrollmentOutput:
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)
     saved_to: str | None = None
+    expected_recall: float | None = None
+    closest_class: str | None = None
+    closest_class_share: float | None = None
+    warning: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
-                "errors": self.errors, "saved_to": self.saved_to}
+        out = {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
+               "errors": self.errors, "saved_to": self.saved_to, "expected_recall": self.expected_recall,
+               "closest_class": self.closest_class, "closest_class_share": self.closest_class_share}
+        if self.warning:
+            out["warning"] = self.warning
+        return out

@@ -12,6 +12,7 @@ from PIL import Image
 
 from .backbones import Backbone, create_backbone
 from .constants import CONFIG_NAME
+from .enrollment import EnrollmentReport, enrolled_config, enrollment_report, false_match_rate_at
 from .features import FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
@@ -123,10 +124,12 @@ class Attributor:
             outputs[pos].error = message
         if batch.index:
             scores = head.verification_score(batch.features, model)
-            for pos, score in zip(batch.index, scores):
+            rates = false_match_rate_at(head.verification_negatives(model), scores)
+            for pos, score, rate in zip(batch.index, scores, rates):
                 out = outputs[pos]
                 out.score, out.match = round(float(score), 6), bool(score > 0)
                 out.threshold, out.false_match_rate = 0.0, float(head.false_match_rate)
+                out.false_match_rate_at_score = round(float(rate), 6)
                 out.note = batch.notes.get(pos)
         return outputs
 
@@ -134,6 +137,10 @@ class Attributor:
     def enroll(self, name: str, images: Sequence[ImageInput], progress: Progress | None = None,
                save_to: str | os.PathLike | None = None) -> EnrollmentOutput:
         """Add generator ``name`` from 3-200 sample images; the backbone and the other classes stay as they are.
+
+        The output reports how separable the new generator is (``expected_recall``, ``closest_class``,
+        ``closest_class_share``, and a ``warning`` when its images look like a known class); the head
+        records them in ``config["enrolled"]`` with its ``base_head``.
 
         With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
         concurrent enrollments (threads or processes) are all kept; the swap of ``self.head`` is atomic
@@ -153,20 +160,26 @@ class Attributor:
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
         ids = [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(len(batch.index))]
         thumbnails = {exemplar: _thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
+        report = EnrollmentReport(0.0, "", 0.0)  # set by apply()
 
         def apply() -> None:
+            nonlocal report
+            report = enrollment_report(self.head, batch.features, label)
             head = self.head.clone()
             head.enroll(batch.features, label, ids=ids)
             self._pending_files.update({k: v for k, v in thumbnails.items() if k in head.bank_ids_})
-            enrolled = dict(self.config.get("enrolled", {}))
-            enrolled[label] = {"n_images": len(batch.index), "display_name": name.strip(),
-                               "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            self.config = {**self.config, "enrolled": enrolled, "classes": list(head.classes_)}
+            info = {"n_images": len(batch.index), "display_name": name.strip(),
+                    "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "expected_recall": report.expected_recall, "closest_class": report.closest_class,
+                    "closest_class_share": report.closest_class_share}
+            self.config = {**enrolled_config(self.config, self.name, label, info), "classes": list(head.classes_)}
             self.head = head
 
         saved = self._update(apply, save_to)
         return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors,
-                                saved_to=saved)
+                                saved_to=saved, expected_recall=report.expected_recall,
+                                closest_class=report.closest_class, closest_class_share=report.closest_class_share,
+                                warning=report.warning)
 
     def remove(self, name: str, save_to: str | os.PathLike | None = None) -> None:
         """Remove a generator (enrolled or trained; a head keeps at least two classes)."""
@@ -219,12 +232,19 @@ class Attributor:
 
     def _save(self, folder: Path, **extra: Any) -> Path:
         files = {}
-        if self.source and self.source.resolve() != folder.resolve() and (self.source / EXEMPLAR_DIR).is_dir():
-            for path in (self.source / EXEMPLAR_DIR).rglob("*.jpg"):
-                files[str(path.relative_to(self.source))] = path.read_bytes()
+        copy_from = self.source if self.source and self.source.resolve() != folder.resolve() else None
+        if copy_from is not None and (copy_from / EXEMPLAR_DIR).is_dir():
+            for path in (copy_from / EXEMPLAR_DIR).rglob("*.jpg"):
+                files[str(path.relative_to(copy_from))] = path.read_bytes()
+        for figure in self.config.get("figures", []):  # figures travel with the head they were made for
+            if copy_from is not None and Path(figure).name == figure and (copy_from / figure).is_file():
+                files[figure] = (copy_from / figure).read_bytes()
         files.update(self._pending_files)
         keep = {k: v for k, v in self.config.items()
                 if k not in ("format_version", "head", "head_params", "head_state", "classes")}
+        keep["figures"] = [f for f in keep.get("figures", []) if f in files or (folder / f).is_file()]
+        if not keep["figures"]:
+            del keep["figures"]
         keep.update(extra)
         keep["name"] = folder.name
         keep.update(self.backbone.config())

@@ -1,7 +1,9 @@
 """The zoo: attribution heads stored as Hugging Face model repos (``config.json``, ``model.safetensors``, ``README.md``).
 
-One resolver for every reference: a head name in the user zoo or the shipped ``zoo/``, a folder path
-(optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]``. Only JSON and safetensors are
+One resolver for every reference: a head name in the shipped ``zoo/`` or the user zoo (shipped first:
+a user head can never shadow a shipped one, and saving one under a shipped name is refused), a
+folder path (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]``. Heads made by
+enrollment get derived names (:func:`derived_head_name`) and record their ``base_head``. Only JSON and safetensors are
 ever read, never pickle. Writes go to a temporary folder that replaces the old one by rename, so a
 crash leaves either the old or the new head, never a mix.
 """
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -42,8 +45,29 @@ def user_zoo_dir() -> Path:
 
 
 def zoo_dirs() -> list[Path]:
-    """Where bare names are looked up, first match wins: the user zoo, then the shipped one."""
-    return [user_zoo_dir(), SHIPPED_ZOO]
+    """Where bare names are looked up, first match wins: the shipped zoo, then the user zoo."""
+    return [SHIPPED_ZOO, user_zoo_dir()]
+
+
+def derived_head_name(base: str, labels: Sequence[str]) -> str:
+    """Name of head ``base`` extended with enrolled ``labels``: ``<base>-with-<label>[-<label>...]``.
+
+    Valid as a zoo folder and as a Hugging Face repo name (which forbids ``--``); names longer than
+    96 characters end in a hash of the labels instead.
+    """
+    suffix = "-".join(labels)
+    name = f"{base}-with-{suffix}"
+    if len(name) > 96:
+        digest = hashlib.sha256(suffix.encode()).hexdigest()[:10]
+        name = f"{base[:96 - len(digest) - 6]}-with-{digest}"
+    return validate_head_name(name)
+
+
+def _check_not_shadowing(folder: Path) -> None:
+    """Refuse a user-zoo head named like a shipped one (it could never be loaded by name, and used to hide it)."""
+    if folder.resolve().parent == user_zoo_dir().resolve() and (SHIPPED_ZOO / folder.name / CONFIG_NAME).is_file():
+        raise ZooError(f"{folder.name!r} is the name of a shipped head; save the new head under another name "
+                       f"(e.g. {derived_head_name(folder.name, ['my_generator'])!r})")
 
 
 # ------------------------------------------------------------------ resolving
@@ -187,6 +211,7 @@ def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any],
     """
     folder = Path(folder)
     validate_config(config, folder)
+    _check_not_shadowing(folder)
 
     def write(tmp: Path) -> None:
         arrays = {k: np.ascontiguousarray(v) for k, v in head.state_dict().items()}
@@ -231,23 +256,33 @@ def is_network(folder: Path) -> bool:
 
 
 def list_zoo() -> list[dict[str, Any]]:
-    """Heads in the user zoo and the shipped zoo: name, location, backbone, classes (networks are not listed)."""
-    seen: dict[str, dict[str, Any]] = {}
+    """Every head of the shipped zoo and the user zoo, side by side.
+
+    Each entry: ``name``, ``origin`` (``shipped`` or ``user``), ``path``, ``backbone``, ``classes``,
+    ``head``, ``base_head`` (the head an enrolled one was made from, else ``None``) and ``shadowed``
+    (a user head named like a shipped one, which only loads by its path); or ``error``.
+    """
+    entries: list[dict[str, Any]] = []
+    shipped: set[str] = set()
     for base in zoo_dirs():
         if not base.is_dir():
             continue
+        origin = "shipped" if base == SHIPPED_ZOO else "user"
         for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if folder.name in seen or is_network(folder):
+            if is_network(folder):
                 continue
+            entry: dict[str, Any] = {"name": folder.name, "origin": origin, "path": str(folder),
+                                     "shadowed": origin == "user" and folder.name in shipped}
             try:
                 config = read_config(folder)
             except ZooError as exc:
-                seen[folder.name] = {"name": folder.name, "path": str(folder), "error": str(exc)}
+                entries.append({**entry, "error": str(exc)})
                 continue
-            seen[folder.name] = {"name": folder.name, "path": str(folder), "backbone": config["backbone"],
-                                 "classes": config["classes"], "head": config["head"],
-                                 "location": "user" if base == user_zoo_dir() else "shipped"}
-    return list(seen.values())
+            if origin == "shipped":
+                shipped.add(folder.name)
+            entries.append({**entry, "backbone": config["backbone"], "classes": config["classes"],
+                            "head": config["head"], "base_head": config.get("base_head")})
+    return entries
 
 
 def push_to_hub(ref: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False,
@@ -289,7 +324,7 @@ generators, `unknown` or `uncertain`). Head `{head}` over frozen `{backbone}` fe
 
 ## Training data
 {training}
-
+{base}
 ## Metrics
 {metrics}
 
@@ -305,13 +340,36 @@ print(attributor("image.png")[0].label)
 """
 
 
+def _public(value: Any) -> Any:
+    """A value fit for a card that others read: absolute paths are cut to their last part."""
+    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def _table(rows: dict[str, Any]) -> str:
     if not rows:
         return "Not measured yet."
     lines = ["| metric | value |", "|---|---|"]
     for key, value in rows.items():
+        value = _public(value)
         lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
     return "\n".join(lines)
+
+
+def _enrolled_section(config: dict[str, Any]) -> str:
+    """Where an enrolled head comes from and what each enrolled class is worth (measured at enrollment)."""
+    enrolled = config.get("enrolled", {})
+    if not config.get("base_head") and not enrolled:
+        return ""
+    lines = [f"\n## Base head\n`{config.get('base_head', '?')}`, extended by enrollment with the generators below "
+             "(its own metrics were measured without them and are not repeated here).\n",
+             "| generator | images | expected recall (left out) | closest known class (share of its images) |",
+             "|---|---|---|---|"]
+    for label, info in enrolled.items():
+        recall, closest = info.get("expected_recall"), info.get("closest_class")
+        share = info.get("closest_class_share")
+        lines.append(f"| `{label}` | {info.get('n_images', '?')} | {'-' if recall is None else f'{recall:.2f}'} | "
+                     + ("-" if closest is None or share is None else f"`{closest}` ({share:.0%})") + " |")
+    return "\n".join(lines) + "\n"
 
 
 def model_card(config: dict[str, Any]) -> str:
@@ -337,5 +395,7 @@ def model_card(config: dict[str, Any]) -> str:
         offset=f"{state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
         fmr=params.get("false_match_rate", 0.01),
         training=_table({k: v for k, v in training.items() if not isinstance(v, (dict, list))}),
-        metrics=_table(flat) + (f"\n\n{extra}" if extra else ""),
+        base=_enrolled_section(config),
+        metrics=(_table(flat) if flat or not config.get("enrolled") else "See the enrolled generators above.")
+        + (f"\n\n{extra}" if extra else ""),
     )

@@ -1,18 +1,21 @@
-"""The Gradio app end to end: a real server (``python app.py``) driven by ``gradio_client``.
+"""The Gradio app: a real server (``python app.py``) driven by ``gradio_client``, plus in-process checks.
 
 The server runs in a subprocess with its own ``ATTRIBUTION_HOME`` (so the user zoo starts empty), on a
-free port of 127.0.0.1. One server serves the attribute / enroll / verify / bad-upload tests; a second
-one, started on the same home, checks that the enrollment survived the restart.
+free port of 127.0.0.1, without an admin token: the operator's zoo is read-only from the web, and what
+one client enrolls is seen by that client only.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,11 +28,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 DEFAULT_HEAD = REPO / "zoo" / "open-set-efficientnet-lite2"
 FALLBACK_NAME = "test-head"
-NEW_GENERATOR = "Test Gen 1"
-NEW_LABEL = "test_gen_1"
+SECRET = "test-secret-for-signed-enrollments"
 START_TIMEOUT = 240
-# UI callbacks called outside a request turn their gr.Warning toasts into UserWarnings: expected here
-EXPECTED_TOASTS = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 
 
 # ----------------------------------------------------------------------------- helpers (also used by test_browser)
@@ -52,6 +52,12 @@ def sample_images(folder: Path, cls: str, n: int, start: int = 0, seed: int = 0)
         return files
     folder.mkdir(parents=True, exist_ok=True)
     return [make_image(folder / f"{cls}_{start + i}.png", seed=seed * 1000 + start + i, size=256) for i in range(n)]
+
+
+def synthetic_images(folder: Path, prefix: str, n: int, seed: int) -> list[Path]:
+    """Textured images unlike any dev class: a made-up generator the head calls unknown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_image(folder / f"{prefix}_{i}.png", seed=seed + i, size=256) for i in range(n)]
 
 
 def _build_fallback_head(root: Path) -> Path:
@@ -88,19 +94,22 @@ def head_args(home: Path, factory) -> list[str]:
 
 
 class AppServer:
-    """``python app.py`` in a subprocess, on 127.0.0.1:<free port>, with its own ATTRIBUTION_HOME."""
+    """``python app.py`` in a subprocess, on 127.0.0.1 (a free port unless given), with its own ATTRIBUTION_HOME."""
 
-    def __init__(self, home: Path, args: list[str], log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, home: Path, args: list[str], log: Path, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
-        env = {**os.environ, "ATTRIBUTION_HOME": str(home), "GRADIO_SERVER_NAME": "127.0.0.1",
-               "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1"}
-        env.pop("ATTRIBUTION_SHARE", None)
-        env.pop("HF_TOKEN", None)
+        self.home = home
+        full_env = {**os.environ, "ATTRIBUTION_HOME": str(home), "GRADIO_SERVER_NAME": "127.0.0.1",
+                    "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                    "PYTHONUNBUFFERED": "1", "ATTRIBUTION_SECRET": SECRET, "OMP_NUM_THREADS": "1", **(env or {})}
+        for name in ("ATTRIBUTION_SHARE", "HF_TOKEN", "ATTRIBUTION_ADMIN_TOKEN", "ATTRIBUTION_ZOO"):
+            if name not in (env or {}):
+                full_env.pop(name, None)
         self._log_fh = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=REPO, env=env, stdout=self._log_fh,
+        self.proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=REPO, env=full_env, stdout=self._log_fh,
                                      stderr=subprocess.STDOUT)
         self._wait()
 
@@ -136,6 +145,14 @@ class AppServer:
         self._log_fh.close()
 
 
+def assert_no_server_path(obj, *roots: Path) -> None:
+    """No string in ``obj`` names a server folder (the repo, the app's home, the temp dir) or any absolute path."""
+    text = json.dumps(obj) if not isinstance(obj, str) else obj
+    for root in (REPO, *roots, Path(tempfile.gettempdir())):
+        assert str(root) not in text, (root, text[:500])
+    assert "/tmp/" not in text and "/gradio/" not in text, text[:500]
+
+
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def app_home(tmp_path_factory) -> Path:
@@ -143,13 +160,8 @@ def app_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server_args(app_home, tmp_path_factory) -> list[str]:
-    return head_args(app_home, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def server(app_home, server_args, tmp_path_factory):
-    srv = AppServer(app_home, server_args, tmp_path_factory.mktemp("logs") / "app.log")
+def server(app_home, tmp_path_factory):
+    srv = AppServer(app_home, head_args(app_home, tmp_path_factory), tmp_path_factory.mktemp("logs") / "app.log")
     yield srv
     srv.stop()
     assert "Traceback" not in srv.output(), srv.output()
@@ -164,32 +176,39 @@ def client(server) -> Client:
 def images(tmp_path_factory) -> dict[str, list[Path]]:
     folder = tmp_path_factory.mktemp("images")
     return {"real": sample_images(folder, "real", 1, seed=1),
-            "enroll": sample_images(folder, "glid3_xl", 5, start=100, seed=2)}
+            "mine": synthetic_images(folder, "mine", 6, seed=300),
+            "gen_a": synthetic_images(folder, "a", 4, seed=400),
+            "gen_b": synthetic_images(folder, "b", 4, seed=500)}
+
+
+def labels_seen(client: Client, image: Path) -> set[str]:
+    return set(client.predict(handle_file(str(image)), api_name="/attribute")["scores"])
 
 
 # ----------------------------------------------------------------------------- tests through the server
 def test_api_lists_three_named_endpoints(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert set(api["named_endpoints"]) == {"/attribute", "/enroll", "/verify"}
-    assert [p["parameter_name"] for p in api["named_endpoints"]["/enroll"]["parameters"]] == ["name", "images"]
-    assert [p["parameter_name"] for p in api["named_endpoints"]["/verify"]["parameters"]] == ["model", "image"]
+    params = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in api["named_endpoints"].items()}
+    assert params == {"/attribute": ["image"], "/enroll": ["name", "images", "force"], "/verify": ["model", "image"]}
 
 
-def test_attribute_real_image(client, images):
+def test_attribute_returns_the_cli_object_except_file(client, images, app_home):
+    """Point 5: ``/attribute`` is the CLI ``predict`` row; only ``file`` differs (the client's name, no server path)."""
     path = images["real"][0]
-    result = client.predict(handle_file(str(path)), api_name="/attribute")
-    assert isinstance(result, dict)
-    assert result["file"] == path.name  # the uploaded name, not a server path
-    assert result["label"] in [*result["scores"], "unknown"]
-    assert result["known"] == (result["label"] != "unknown")
-    assert abs(sum(result["scores"].values()) - 1) < 1e-3 and "real" in result["scores"]
-    assert isinstance(result["unknown_score"], float) and isinstance(result["threshold"], float)
+    web = client.predict(handle_file(str(path)), api_name="/attribute")
+    proc = subprocess.run([sys.executable, "-m", "attribution", "predict", "--json", "--quiet", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ATTRIBUTION_HOME": str(app_home), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout.splitlines()[0])
+    assert cli["file"] == str(path.resolve()) and web["file"] == path.name
+    assert {k: v for k, v in web.items() if k != "file"} == {k: v for k, v in cli.items() if k != "file"}
+    assert_no_server_path(web, app_home)
 
 
-def test_twenty_concurrent_attribute_requests(server, images, tmp_path):
+def test_twenty_concurrent_attribute_requests(server, tmp_path):
     """20 clients at once: every request is answered, none fails (the queue holds them, bounded at 64)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     paths = [make_image(tmp_path / f"c{i}.png", seed=700 + i, size=256) for i in range(20)]
 
     def one(path):
@@ -197,59 +216,93 @@ def test_twenty_concurrent_attribute_requests(server, images, tmp_path):
 
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(one, paths))
-    assert len(results) == 20
     assert all("error" not in r and r["label"] for r in results)
     assert sorted(r["file"] for r in results) == sorted(p.name for p in paths)
 
 
-def test_enroll_attribute_verify(client, images):
-    files = [handle_file(str(p)) for p in images["enroll"]]
-    result = client.predict(NEW_GENERATOR, files, api_name="/enroll")
-    assert result["name"] == NEW_LABEL and result["n_images"] == 5 and NEW_LABEL in result["classes"]
-    assert result["errors"] == {} and result["saved_to"]
-    out = client.predict(handle_file(str(images["enroll"][0])), api_name="/attribute")
-    assert NEW_LABEL in out["scores"]
-    assert out["label"] == NEW_LABEL  # an enrollment image is attributed to its new class
-    ver = client.predict(NEW_LABEL, handle_file(str(images["enroll"][1])), api_name="/verify")
-    assert ver["model"] == NEW_LABEL and isinstance(ver["match"], bool) and isinstance(ver["score"], float)
-    assert ver["method"] == "blackbox"
+def test_enroll_then_verify_in_one_client_session(server, images, app_home):
+    """The README's ``/enroll`` -> ``/verify`` example: one Client is one session (point 1); verify speaks a
+    human scale (point 4); enrollment reports how separable the generator is (point 3)."""
+    client = Client(server.url, verbose=False)
+    files = [handle_file(str(p)) for p in images["mine"][:5]]
+    result = client.predict("Test Gen 1", files, api_name="/enroll")
+    assert result["name"] == "test_gen_1" and result["n_images"] == 5 and "test_gen_1" in result["classes"]
+    assert result["errors"] == {} and result["saved_to"] is None  # nothing is written on the server
+    assert 0 <= result["expected_recall"] <= 1 and result["closest_class"] in result["classes"]
+    assert 0 < result["closest_class_share"] <= 1 and "warning" not in result
+    out = client.predict(handle_file(str(images["mine"][0])), api_name="/attribute")
+    assert out["label"] == "test_gen_1"  # an enrollment image is attributed to its new class
+    ver = client.predict("test_gen_1", handle_file(str(images["mine"][5])), api_name="/verify")
+    assert set(ver) >= {"file", "model", "score", "match", "threshold", "false_match_rate", "method",
+                        "false_match_rate_at_score"}
+    assert ver["match"] == (ver["score"] > 0) and ver["threshold"] == 0.0 and ver["false_match_rate"] == 0.01
+    assert 0 < ver["false_match_rate_at_score"] <= 1 and ver["method"] == "blackbox"
     with pytest.raises(Exception, match="already known"):
-        client.predict(NEW_GENERATOR, files, api_name="/enroll")
+        client.predict("Test Gen 1", files, api_name="/enroll")
+    assert_no_server_path([result, out, ver], app_home)
 
 
-def test_bad_uploads_give_clear_errors(client, images, tmp_path):
+def test_two_clients_enroll_at_once_and_each_sees_only_its_own(server, images):
+    """Point 1's concurrency test: two clients enroll different generators at the same time; each sees only its
+    own, a third client sees neither."""
+    clients = {"gen_a": Client(server.url, verbose=False), "gen_b": Client(server.url, verbose=False)}
+
+    def enroll(label):
+        return clients[label].predict(label, [handle_file(str(p)) for p in images[label][:3]], api_name="/enroll")
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(clients, pool.map(enroll, clients)))
+    assert results["gen_a"]["name"] == "gen_a" and "gen_b" not in results["gen_a"]["classes"]
+    assert results["gen_b"]["name"] == "gen_b" and "gen_a" not in results["gen_b"]["classes"]
+    probe = images["gen_a"][3]
+    assert labels_seen(clients["gen_a"], probe) >= {"gen_a"} and "gen_b" not in labels_seen(clients["gen_a"], probe)
+    assert "gen_a" not in labels_seen(clients["gen_b"], probe) and "gen_b" in labels_seen(clients["gen_b"], probe)
+    third = Client(server.url, verbose=False)
+    assert not {"gen_a", "gen_b", "test_gen_1"} & labels_seen(third, probe)
+    with pytest.raises(Exception, match="unknown model 'gen_a'"):
+        third.predict("gen_a", handle_file(str(probe)), api_name="/verify")
+    with pytest.raises(Exception, match="unknown model 'gen_b'"):
+        clients["gen_a"].predict("gen_b", handle_file(str(probe)), api_name="/verify")
+
+
+def test_copy_of_a_known_class_is_refused_unless_forced(server):
+    """Point 3: five vqgan_clip images enrolled as ``my_gen`` warn before anything is kept."""
+    files = dev_images("vqgan_clip", 5, start=40)
+    if len(files) < 5:
+        pytest.skip("needs the dev data")
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="not enrolled: .*'vqgan_clip'.*force=True"):
+        client.predict("my_gen", [handle_file(str(p)) for p in files], api_name="/enroll")
+    assert "my_gen" not in labels_seen(client, files[0])
+    forced = client.predict("my_gen", [handle_file(str(p)) for p in files], True, api_name="/enroll")
+    assert forced["closest_class"] == "vqgan_clip" and forced["closest_class_share"] >= 0.5
+    assert "vqgan_clip" in forced["warning"] and forced["expected_recall"] < 0.5
+
+
+def test_bad_uploads_give_clear_errors_without_server_paths(client, images, tmp_path, app_home):
     text = tmp_path / "notes.txt"
     text.write_text("this is not an image")
-    with pytest.raises(Exception, match="not a recognised image format"):
-        client.predict(handle_file(str(text)), api_name="/attribute")
-    with pytest.raises(Exception, match="at least 3"):
-        client.predict("too few", [handle_file(str(p)) for p in images["enroll"][:2]], api_name="/enroll")
-    with pytest.raises(Exception, match="invalid generator name"):
-        client.predict("!!!", [handle_file(str(p)) for p in images["enroll"]], api_name="/enroll")
-    with pytest.raises(Exception, match="unknown model"):
-        client.predict("no_such_generator", handle_file(str(images["real"][0])), api_name="/verify")
-    # the server is still fine
-    assert client.predict(handle_file(str(images["real"][0])), api_name="/attribute")["label"]
+    messages = []
+    for args, api_name, match in [
+            ((handle_file(str(text)),), "/attribute", "notes.txt: not a recognised image format"),
+            (("too few", [handle_file(str(p)) for p in images["mine"][:2]]), "/enroll", "at least 3"),
+            (("!!!", [handle_file(str(p)) for p in images["mine"][:3]]), "/enroll", "invalid generator name"),
+            (("x", [handle_file(str(text))] * 3), "/enroll", "at least 3 readable images"),
+            (("no_such_generator", handle_file(str(images["real"][0]))), "/verify", "unknown model")]:
+        with pytest.raises(Exception, match=match) as info:
+            client.predict(*args, api_name=api_name)
+        messages.append(str(info.value))
+    assert_no_server_path(messages, app_home)
+    assert client.predict(handle_file(str(images["real"][0])), api_name="/attribute")["label"]  # still fine
 
 
-def test_enrollment_survives_restart(server, app_home, server_args, images, tmp_path):
-    server.stop()
-    assert "Traceback" not in server.output(), server.output()
-    head_dirs = [p for p in (app_home / "zoo").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert len(head_dirs) == 1 and (head_dirs[0] / "config.json").is_file()
-    again = AppServer(app_home, server_args, tmp_path / "app2.log")
-    try:
-        client = Client(again.url, verbose=False)
-        out = client.predict(handle_file(str(images["enroll"][2])), api_name="/attribute")
-        assert NEW_LABEL in out["scores"]
-        ver = client.predict(NEW_LABEL, handle_file(str(images["enroll"][2])), api_name="/verify")
-        assert ver["model"] == NEW_LABEL
-    finally:
-        again.stop()
-    assert "Traceback" not in again.output(), again.output()
+def test_web_enrollments_never_write_to_the_operator_zoo(server, app_home):
+    heads = [p for p in (app_home / "zoo").iterdir() if not p.name.startswith(".")] \
+        if (app_home / "zoo").is_dir() else []
+    assert all(p.name == FALLBACK_NAME for p in heads), heads
 
 
-# ----------------------------------------------------------------------------- in-process checks (no model needed)
+# ----------------------------------------------------------------------------- in-process checks
 @pytest.fixture(scope="module")
 def app_module():
     sys.path.insert(0, str(REPO))
@@ -258,13 +311,17 @@ def app_module():
     return app
 
 
-def test_app_module_exposes_demo_without_launching(app_module):
+def test_app_py_only_builds_the_demo(app_module):
     import gradio as gr
 
     assert isinstance(app_module.demo, gr.Blocks) and not app_module.demo.is_running
+    source = (REPO / "app.py").read_text()
+    assert "def " not in source.replace("def main", "")  # callbacks live in the attribution_app package
 
 
-def test_zip_uploads_are_unpacked_safely(app_module, tmp_path):
+def test_zip_uploads_are_unpacked_safely(tmp_path):
+    from attribution_app.uploads import cleanup, expand_uploads
+
     archive = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(make_image(tmp_path / "a.png", seed=1), "a.png")
@@ -272,44 +329,99 @@ def test_zip_uploads_are_unpacked_safely(app_module, tmp_path):
         zf.writestr("../../evil.png", (tmp_path / "a.png").read_bytes())
         zf.writestr("readme.txt", "not an image")
         zf.writestr("__MACOSX/._a.png", "resource fork")
-    items, notes, tmp = app_module.expand_uploads([str(archive), str(tmp_path / "a.png")], limit=10)
+    upload = {"path": str(tmp_path / "a.png"), "orig_name": "holiday photo.png"}
+    items, notes, tmp = expand_uploads([str(archive), upload], limit=10)
     try:
         names = [n for n, _ in items]
-        assert names == ["batch.zip/a.png", "batch.zip/sub/b.jpg", "batch.zip/../../evil.png", "a.png"]
+        assert names == ["batch.zip/a.png", "batch.zip/sub/b.jpg", "batch.zip/../../evil.png", "holiday photo.png"]
         for _, path in items[:3]:
             assert Path(path).parent == Path(tmp[0])  # never outside the temporary folder
         assert any("skipped 1" in n for n in notes)
     finally:
-        app_module._cleanup(tmp)
+        cleanup(tmp)
     assert not Path(tmp[0]).exists()
     with pytest.raises(ValueError, match="too many images"):
-        app_module.expand_uploads([str(archive)], limit=2)
+        expand_uploads([str(archive)], limit=2)
     (tmp_path / "bad.zip").write_text("not a zip")
     with pytest.raises(ValueError, match="not a readable zip"):
-        app_module.expand_uploads([str(tmp_path / "bad.zip")], limit=10)
+        expand_uploads([str(tmp_path / "bad.zip")], limit=10)
 
 
-@EXPECTED_TOASTS
-def test_whitebox_mode_reports_load_failures(app_module, tmp_path):
-    image = make_image(tmp_path / "a.png", seed=3)
-    message, table = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], str(tmp_path / "no-model"), 5,
-                                          None, progress=None)
-    assert "no such folder" in message and table is None
+def test_one_error_decorator_hides_traces_and_server_paths(caplog):
+    import gradio as gr
+
+    from attribution_app.errors import guard, scrub_paths
+
+    assert scrub_paths("no such file: /tmp/gradio/ab12/cat.png (see /srv/app/zoo/)") == \
+        "no such file: cat.png (see (folder))"
+    assert scrub_paths("hf-hub:org/repo and a/b and 1/2") == "hf-hub:org/repo and a/b and 1/2"
+    box = gr.Markdown(render=False)
+
+    @guard(box)
+    def expected():
+        raise ValueError("no such file: /srv/data/secret/cat.png")
+
+    @guard(box)
+    def broken():
+        raise RuntimeError("boom in /srv/app/attribution/heads/open_set.py")
+
+    @guard()
+    def api_broken():
+        raise KeyError("/etc/passwd")
+
+    with pytest.warns(UserWarning):
+        assert expected() == {box: "**Error:** no such file: cat.png"}
+    with caplog.at_level("ERROR"), pytest.warns(UserWarning):
+        message = broken()[box]
+    assert "internal error" in message and "reference" in message and "/srv" not in message and "boom" not in message
+    assert "Traceback" in caplog.text and "boom in /srv/app" in caplog.text  # the operator's log has it all
+    with pytest.raises(gr.Error, match="internal error") as info:
+        api_broken()
+    assert "/etc" not in str(info.value)
+
+
+def test_verdict_and_csv_show_new_fields_generically():
+    """The tabs render the library's JSON dicts generically: fields added later show when present."""
+    from attribution_app.render import batch_table, csv_table, provenance_markdown, verdict_markdown
+
+    base = {"file": "a.png", "label": "uncertain", "known": True, "scores": {"real": 0.55, "sd": 0.45},
+            "unknown_score": 0.2, "threshold": 0.7}
+    row = {**base, "reason": "real and sd are close", "synthetic_score": 0.41, "synthetic_threshold": 0.5,
+           "provenance": {"c2pa": "none found"}, "brand_new_field": 3.25}
+    text = verdict_markdown(row, {})
+    for expected in ("Verdict: uncertain", "real and sd are close", "Synthetic score **0.410**", "threshold 0.500",
+                     "Unknown score **0.200**", "brand new field: 3.250", "Most likely known source: `real`"):
+        assert expected in text, (expected, text)
+    assert "Synthetic score" not in verdict_markdown(base, {})
+    assert "c2pa" in provenance_markdown(row) and provenance_markdown(base) == ""
+    header, _ = batch_table([row, base], {})
+    assert "synthetic score" in header
+    header, values = csv_table([row, {"file": "b.png", "error": "unreadable"}])
+    assert header[:8] == ["file", "label", "reason", "confidence", "unknown_score", "threshold", "synthetic_score",
+                          "synthetic_threshold"]
+    assert "brand_new_field" in header and values[1][header.index("error")] == "unreadable"
+    assert "unknown generator" in verdict_markdown({**base, "label": "unknown"}, {})
+
+
+def test_whitebox_reports_load_failures(tmp_path):
+    from attribution_app.model import HOST
+
+    with pytest.raises(ValueError, match="no such folder on the server") as info:
+        HOST.whitebox(str(tmp_path / "no-model"), None, 5)
+    assert str(tmp_path) not in str(info.value)
     (tmp_path / "empty").mkdir()
-    message, _ = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], str(tmp_path / "empty"), 5, None,
-                                      progress=None)
-    assert "could not load a diffusers VAE" in message
-    message, _ = app_module.verify_ui(app_module.WHITEBOX, None, [str(image)], "", 5, None, progress=None)
-    assert "pipeline folder or Hub id" in message
+    with pytest.raises(ValueError, match="could not load a diffusers VAE"):
+        HOST.whitebox(str(tmp_path / "empty"), None, 5)
 
 
-@EXPECTED_TOASTS
-def test_whitebox_mode_with_a_tiny_vae(app_module, tmp_path):
+def test_whitebox_with_a_tiny_vae(tmp_path):
     pytest.importorskip("diffusers")
     import torch
     from diffusers import AutoencoderKL
 
     from attribution.whitebox import WhiteBoxVerifier
+    from attribution_app.render import verify_markdown
+    from attribution_app.tabs.verify import whitebox_rows
 
     torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -320,43 +432,75 @@ def test_whitebox_mode_with_a_tiny_vae(app_module, tmp_path):
     verifier = WhiteBoxVerifier.from_pretrained(str(folder), steps=2)
     verifier.calibrate(n_samples=2, generator=0)
     calibration = verifier.save_calibration(tmp_path / "calibration.json")
-    images = [str(make_image(tmp_path / "a.png", seed=4, size=32)), str(tmp_path / "notes.png")]
-    Path(images[1]).write_text("not an image")
-    message, table = app_module.verify_ui(app_module.WHITEBOX, None, images, str(folder), 2, str(calibration),
-                                          progress=None)
-    rows = table["value"]
-    assert "of 2 images match" in message and "1 could not be read" in message
-    assert rows[0][1] in ("match", "no match") and rows[1][-1]
-    uncalibrated, _ = app_module.verify_ui(app_module.WHITEBOX, None, images[:1], str(folder), 3, None,
-                                           progress=None)
-    assert "no white-box calibration" in uncalibrated
+    (tmp_path / "notes.png").write_text("not an image")
+    items = [("a.png", str(make_image(tmp_path / "a.png", seed=4, size=32))),
+             ("notes.png", str(tmp_path / "notes.png"))]
+    rows = whitebox_rows(str(folder), str(calibration), 2, items)
+    assert rows[0]["method"] == "whitebox" and isinstance(rows[0]["match"], bool) and rows[1]["error"]
+    summary = verify_markdown(rows, "`tiny` (white-box)")
+    assert "of 2 images match" in summary and "1 could not be read" in summary
+    with pytest.raises(ValueError, match="no white-box calibration"):
+        whitebox_rows(str(folder), None, 3, items[:1])
+    with pytest.raises(ValueError, match="pipeline folder or Hub id"):
+        whitebox_rows(" ", None, 3, items[:1])
 
 
-@EXPECTED_TOASTS
-def test_switch_enroll_remove_export_in_process(app_module, user_home, images, tmp_path_factory, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    source = head_folder(tmp_path_factory)
-    shutil.copytree(source, user_home / "zoo" / "copy-head")
-    app_module.set_default_ref("copy-head")
+def test_admin_saves_a_derived_head_and_switching_heads_keeps_visitors_informed(user_home, tmp_path, monkeypatch):
+    """Points 1-2 in process: without the token the zoo is read-only; with it, a visitor's enrollments become a
+    new head ``<base>-with-<generator>`` that records its base and its own metrics; the shipped head stays the
+    default; serving another head leaves visitors' enrollments unapplied, with a notice."""
+    from attribution import Attributor, list_zoo, zoo
+    from attribution_app import model as ops
+    from attribution_app.state import VisitorState, encode, load_stored
+
+    if not (DEFAULT_HEAD / "config.json").is_file():
+        pytest.skip("needs the shipped head")
+    ops.HOST.set_ref(None)
     try:
-        first_head = app_module.get_attributor().head
-        result = app_module.enroll_files("Local Gen", [(p.name, str(p)) for p in images["enroll"][:3]])
-        assert result.name == "local_gen" and Path(result.saved_to) == user_home / "zoo" / "copy-head"
-        # copy-on-write: a request holding the previous head keeps a consistent one
-        assert "local_gen" in app_module.get_attributor().classes and "local_gen" not in first_head.classes_
-        with zipfile.ZipFile(app_module.export_zip()) as zf:
-            names = zf.namelist()
-        assert {"copy-head/config.json", "copy-head/model.safetensors", "copy-head/README.md"} <= set(names)
-        assert any(n.startswith("copy-head/exemplars/local_gen/") for n in names)
-        banner, *_ = app_module.refresh_all()
-        assert "local_gen" in banner
-        assert "Removed" in app_module.remove_ui("local_gen")
-        assert "local_gen" not in app_module.get_attributor().classes
-        assert "not an enrolled generator" in app_module.remove_ui("real")
-        # same features: the backbone is reused, not loaded again
-        before = app_module.get_attributor().backbone
-        assert app_module.load_head(str(source)).backbone is before
-        assert "no zoo head named" in app_module.load_ui("no-such-head")
-        assert "needs a write token" in app_module.push_ui("someone/some-head", True)
+        shots = synthetic_images(tmp_path, "s", 4, seed=900)
+        out, enrollment = ops.enroll(VisitorState(), "Local Gen", [(p.name, str(p)) for p in shots])
+        state = VisitorState().add(enrollment, ops.HOST.fingerprint)
+        assert out["saved_to"] is None and "local_gen" in ops.HOST.view(state).classes
+        assert "local_gen" not in ops.HOST.base().classes  # the served head is never changed
+        monkeypatch.delenv("ATTRIBUTION_ADMIN_TOKEN", raising=False)
+        with pytest.raises(ValueError, match="read-only from the web"):
+            ops.check_admin("anything")
+        monkeypatch.setenv("ATTRIBUTION_ADMIN_TOKEN", "letmein")
+        with pytest.raises(ValueError, match="wrong admin token"):
+            ops.check_admin("guess")
+        ops.check_admin("letmein")
+        name = ops.save_enrollments(state)
+        assert name == "open-set-efficientnet-lite2-with-local_gen"
+        saved, config = zoo.load_head(name)
+        assert config["base_head"] == "open-set-efficientnet-lite2" and "metrics" not in config
+        assert "figures" not in config and not list((user_home / "zoo" / name).glob("*.png"))
+        assert config["enrolled"]["local_gen"]["expected_recall"] == enrollment.expected_recall
+        card = (user_home / "zoo" / name / "README.md").read_text()
+        assert "## Base head" in card and "confusion_matrix" not in card and "/work" not in card
+        origins = {(e["name"], e["origin"]) for e in list_zoo()}
+        assert {("open-set-efficientnet-lite2", "shipped"), (name, "user")} <= origins
+        assert zoo.resolve(None) == DEFAULT_HEAD  # the default stays the shipped head
+        assert Attributor.from_pretrained().classes == ops.HOST.base().classes
+        with pytest.raises(ValueError, match="already has a head"):
+            ops.save_enrollments(state)
+        # the operator serves the enrolled head: the visitor's deltas were made for another head
+        before = ops.HOST.fingerprint
+        ops.HOST.switch(name)
+        assert ops.HOST.fingerprint != before
+        restored = load_stored(encode(state), ops.HOST.fingerprint, ops.HOST.dim)
+        assert restored.notice and "another head" in restored.notice and restored.labels == ["local_gen"]
+        assert ops.HOST.view(restored).classes == ops.HOST.base().classes  # kept aside, not applied
     finally:
-        app_module.set_default_ref(None)
+        ops.HOST.set_ref(None)
+
+
+def test_operator_controls_exist_only_with_an_admin_token(monkeypatch):
+    from attribution_app import build_demo
+
+    def elem_ids(demo):
+        return {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+    monkeypatch.delenv("ATTRIBUTION_ADMIN_TOKEN", raising=False)
+    assert "zoo-admin" not in elem_ids(build_demo())
+    monkeypatch.setenv("ATTRIBUTION_ADMIN_TOKEN", "letmein")
+    assert {"zoo-admin", "admin-token", "admin-load", "admin-save"} <= elem_ids(build_demo())

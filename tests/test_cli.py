@@ -78,7 +78,7 @@ def test_predict_provenance_fields(tmp_path, user_home):
     assert set(provenance) == {"summary", "indication", "indication_source", "records", "c2pa"}
     assert provenance["indication"] == "generated" and "Stable Diffusion web UI" in provenance["summary"]
     assert {"source": "png", "field": "parameters.Model", "value": "v1-5-pruned-emaonly"} in provenance["records"]
-    assert by_name["sd.png"]["label"] in [*by_name["sd.png"]["scores"], "unknown"]
+    assert by_name["sd.png"]["label"] in [*by_name["sd.png"]["scores"], "unknown", "uncertain"]
     assert by_name["missing.png"]["provenance"] is None
     assert by_name["missing.png"]["provenance_reason"].startswith("file could not be read")
 
@@ -103,21 +103,48 @@ def test_provenance_command(tmp_path):
     assert proc.returncode == 2 and "C2PA trust anchors" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_enroll_then_predict_and_verify(tmp_path, user_home):
+def test_enroll_saves_a_new_head_that_never_shadows_the_shipped_one(tmp_path, user_home):
+    """Points 2-4: the enrolled head gets a derived name, reports how separable the generator is, and the
+    default stays the shipped head; verify adds the false-match rate at the image's score."""
     shots = [make_image(tmp_path / f"s{i}.png", seed=100 + i, size=256) for i in range(6)]
-    out = tmp_path / "with-my-gen"
-    proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "My Gen", "--out", str(out),
-                          *map(str, shots[:5]), env_home=user_home)
+    proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "My Gen", *map(str, shots[:5]), env_home=user_home)
     assert proc.returncode == 0, proc.stderr
-    assert lines[0]["name"] == "my_gen" and lines[0]["n_images"] == 5 and "my_gen" in lines[0]["classes"]
-    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
-    proc, lines = run_cli("predict", "--json", "--quiet", "--zoo", str(out), str(shots[5]), env_home=user_home)
-    assert "my_gen" in lines[0]["scores"]
-    proc, lines = run_cli("verify", "--json", "--quiet", "--zoo", str(out), "--model", "my_gen",
-                          str(shots[5]), env_home=user_home)
+    out = lines[0]
+    assert out["name"] == "my_gen" and out["n_images"] == 5 and "my_gen" in out["classes"]
+    assert 0 <= out["expected_recall"] <= 1 and out["closest_class"] in out["classes"]
+    assert 0 < out["closest_class_share"] <= 1 and "warning" not in out
+    name = "open-set-efficientnet-lite2-with-my_gen"
+    folder = user_home / "zoo" / name
+    assert Path(out["saved_to"]) == folder and (folder / "model.safetensors").is_file()
+    config = json.loads((user_home / "zoo" / name / "config.json").read_text())
+    assert config["base_head"] == "open-set-efficientnet-lite2" and "metrics" not in config and "figures" not in config
+    assert config["enrolled"]["my_gen"]["expected_recall"] == out["expected_recall"]
+    proc, _ = run_cli("zoo", "list", env_home=user_home)
+    rows = {line.split()[0]: line.split()[1:3] for line in proc.stdout.splitlines()[1:]}
+    assert rows["open-set-efficientnet-lite2"] == ["shipped", "-"]
+    assert rows[name] == ["user", "open-set-efficientnet-lite2"]
+    proc, lines = run_cli("predict", "--json", "--quiet", str(shots[5]), env_home=user_home)
+    assert "my_gen" not in lines[0]["scores"]  # the default is still the shipped head
+    proc, lines = run_cli("verify", "--json", "--quiet", "--zoo", name, "--model", "my_gen", str(shots[5]),
+                          env_home=user_home)
     assert proc.returncode == 0, proc.stderr
-    assert {"file", "model", "score", "match"} <= set(lines[0]) and lines[0]["model"] == "my_gen"
-    assert isinstance(lines[0]["match"], bool) and lines[0]["match"] == (lines[0]["score"] > 0)
+    line = lines[0]
+    assert {"file", "model", "score", "match", "threshold", "false_match_rate", "method"} <= set(line)
+    assert line["match"] == (line["score"] > 0) and line["threshold"] == 0.0 and line["false_match_rate"] == 0.01
+    assert 0 < line["false_match_rate_at_score"] <= 1
+
+
+def test_enrolling_a_copy_of_a_known_class_warns_before_saving(user_home, dev_data):
+    files = sorted((dev_data / "vqgan_clip").iterdir())[40:45]
+    proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "my_gen", *map(str, files), env_home=user_home)
+    assert proc.returncode == 3 and "not saved (--force saves it anyway)" in proc.stderr
+    out = lines[0]
+    assert out["saved_to"] is None and out["closest_class"] == "vqgan_clip" and "vqgan_clip" in out["warning"]
+    assert not (user_home / "zoo").is_dir() or not list((user_home / "zoo").iterdir())
+    shadow = user_home / "zoo" / "open-set-efficientnet-lite2"
+    proc, _ = run_cli("enroll", "--force", "--quiet", "--name", "my_gen", "--out", str(shadow), *map(str, files),
+                      env_home=user_home)
+    assert proc.returncode == 2 and "name of a shipped head" in proc.stderr and not shadow.exists()
 
 
 def test_clear_errors(tmp_path, user_home):

@@ -131,3 +131,29 @@ def test_kill_9_while_writing_leaves_a_loadable_head(tmp_path):
     loaded, config = zoo.load_head(str(target))  # old or new version, never a mix
     assert config["classes"] == list(loaded.classes_)
     assert loaded.projection_.shape[0] in (16, 512)
+
+
+def test_user_heads_never_shadow_shipped_ones(user_home):
+    """Shipped heads resolve first, a user head cannot take a shipped name, and both are listed with their origin."""
+    from huggingface_hub.utils import validate_repo_id
+
+    head, _ = fitted_head()
+    shipped = sorted(p.name for p in zoo.SHIPPED_ZOO.iterdir() if (p / CONFIG_NAME).is_file())
+    with pytest.raises(zoo.ZooError, match="name of a shipped head"):
+        zoo.save_pretrained(zoo.user_zoo_dir() / shipped[0], head, BACKBONE_CFG)
+    derived = zoo.derived_head_name(shipped[0], ["my_gen"])
+    assert derived == f"{shipped[0]}-with-my_gen"
+    long = zoo.derived_head_name(shipped[0], [f"generator_{i}" * 3 for i in range(4)])
+    for name in (derived, long):
+        validate_repo_id(f"org/{name}")  # valid as a Hub repo name too
+        assert len(name) <= 96
+    zoo.save_pretrained(zoo.user_zoo_dir() / derived, head, BACKBONE_CFG, base_head=shipped[0])
+    # a user head left by an older version under a shipped name is listed, but never loaded by that name
+    legacy = zoo.user_zoo_dir() / shipped[0]
+    legacy.mkdir(parents=True)
+    for item in (zoo.user_zoo_dir() / derived).iterdir():
+        shutil.copy2(item, legacy / item.name)
+    assert zoo.resolve(shipped[0]) == zoo.SHIPPED_ZOO / shipped[0]
+    entries = {(e["name"], e["origin"]): e for e in zoo.list_zoo()}
+    assert entries[(derived, "user")]["base_head"] == shipped[0]
+    assert entries[(shipped[0], "shipped")]["shadowed"] is False and entries[(shipped[0], "user")]["shadowed"] is True

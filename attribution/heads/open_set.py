@@ -485,6 +485,14 @@ class OpenSetHead(BaseHead):
         """``score_samples`` minus the class's offset: > 0 is a match at ``false_match_rate``."""
         return self.score_samples(X, label) - self.verify_offsets_[self._code(label)]
 
+    def verification_negatives(self, label: str) -> np.ndarray:
+        """Verification scores for ``label`` of the exemplar bank's other-class images (each left out of
+        its own class mean): the negatives that false-match rates are read from."""
+        self.check_is_fitted()
+        code = self._code(label)
+        scores = self._log_odds(self._bank_decisions())[:, code] - self.verify_offsets_[code]
+        return scores[self.bank_labels_ != code]
+
     def nearest_exemplars(self, X: np.ndarray, k: int = 4) -> list[list[tuple[str, str, float]]]:
         """For each sample, the ``k`` closest bank exemplars as ``(class, id, distance)``."""
         self.check_is_fitted()

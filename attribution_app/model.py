@@ -1,0 +1,230 @@
+"""The operator's head, shared read-only by every visitor, and the operations the tabs and the API share.
+
+Each request works on a *view*: a fresh ``Attributor`` over the operator's backbone and feature cache
+whose head is the operator's head plus that visitor's enrollments (:func:`attribution.enrollment.apply_deltas`).
+Nothing a visitor does changes the operator's head; only an admin action (token required) can
+replace it or write a head to the zoo.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from attribution import Attributor, ZooError, normalize_label, zoo
+from attribution.constants import DEFAULT_ZOO_NAME
+from attribution.enrollment import apply_deltas, enrolled_config, head_fingerprint
+from attribution.pipeline import MIN_ENROLL_IMAGES
+
+from .errors import scrub_paths
+from .settings import ADMIN_TOKEN_ENV, MAX_ENROLL_IMAGES, ZOO_ENV
+from .state import Enrollment, VisitorState
+from .uploads import Item
+
+Progress = Callable[[int, int], None]
+
+
+class ModelHost:
+    """The served head: loaded once (lazily, under a lock), replaced only by :meth:`switch`."""
+
+    def __init__(self) -> None:
+        self.ref: str | None = os.environ.get(ZOO_ENV) or None
+        self.load_error: str | None = None
+        self._served: tuple[Attributor, str] | None = None  # the head and its fingerprint, swapped together
+        self._lock = threading.RLock()
+        self._whitebox: tuple[tuple[Any, ...], Any] | None = None
+        self._whitebox_lock = threading.Lock()
+
+    def set_ref(self, ref: str | None) -> None:
+        """Head to load on first use (``--zoo``); ``None`` is the shipped default head."""
+        with self._lock:
+            self.ref, self._served, self.load_error = ref or None, None, None
+
+    def served(self) -> tuple[Attributor, str]:
+        """The operator's head and its fingerprint, loaded on first use. Raises ``ZooError`` with a clear
+        message if it cannot load."""
+        served = self._served
+        if served is not None:
+            return served
+        with self._lock:
+            if self._served is None:
+                try:
+                    self._install(Attributor.from_pretrained(self.ref))
+                except (ZooError, ValueError, OSError, ImportError, RuntimeError) as exc:
+                    self.load_error = scrub_paths(str(exc))
+                    raise ZooError(f"no attribution head is loaded ({self.ref or DEFAULT_ZOO_NAME}): "
+                                   f"{self.load_error}") from None
+            return self._served
+
+    def _install(self, att: Attributor) -> None:
+        self._served, self.load_error = (att, head_fingerprint(att.head, att.backbone.config())), None
+
+    def base(self) -> Attributor:
+        """The operator's head (never changed by a visitor)."""
+        return self.served()[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the served head (visitors' enrollments are keyed to it)."""
+        return self.served()[1]
+
+    @property
+    def dim(self) -> int:
+        """Dimensions of the served head's whitened space (the size of an enrollment's class mean)."""
+        return int(self.base().head.class_means_.shape[1])
+
+    def view(self, state: VisitorState) -> Attributor:
+        """A fresh Attributor: the served head plus the enrollments of ``state`` that were made for it."""
+        base, fingerprint = self.served()
+        active = state.active(fingerprint)
+        head = apply_deltas(base.head, [e.delta for e in active]) if active else base.head
+        config = base.config
+        for e in active:
+            config = enrolled_config(config, base.name, e.label, e.info())
+        return Attributor(base.backbone, head, {**config, "classes": list(head.classes_)}, cache=base.extractor.cache,
+                          source=base.source)
+
+    def switch(self, ref: str) -> Attributor:
+        """Serve another head (admin only), reusing the loaded backbone when the features match."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise ValueError("choose a head from the list or type hf-hub:org/repo")
+        folder = zoo.resolve(ref)
+        zoo.read_config(folder)
+        with self._lock:
+            current = self._served[0] if self._served else None
+            new = None
+            if current is not None:
+                try:
+                    new = Attributor.from_pretrained(str(folder), backbone=current.backbone,
+                                                     cache=current.extractor.cache)
+                except ZooError:
+                    new = None  # trained on other features: load the backbone it needs below
+            if new is None:
+                new = Attributor.from_pretrained(str(folder), cache=current.extractor.cache if current else None)
+            self._install(new)
+            self.ref = ref
+            return new
+
+    def warm_up(self) -> Attributor:
+        """Load the head and run one forward pass so the first request does not pay for it."""
+        att = self.base()
+        att(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+        return att
+
+    def whitebox(self, source: str, calibration: str | None, steps: int) -> Any:
+        """A cached ``WhiteBoxVerifier`` for a diffusers pipeline (imported lazily: it needs diffusers)."""
+        try:
+            from attribution.whitebox import WhiteBoxVerifier
+        except ImportError as exc:
+            raise ValueError(f"white-box mode is unavailable ({exc}); install diffusers") from None
+        local = Path(source).expanduser()
+        if (local.is_absolute() or source.startswith((".", "~"))) and not local.is_dir():
+            raise ValueError("no such folder on the server (give a diffusers pipeline folder or a Hub id)")
+        calib_hash = hashlib.sha256(Path(calibration).read_bytes()).hexdigest() if calibration else None
+        key = (source, calib_hash, int(steps))
+        with self._whitebox_lock:
+            if self._whitebox is not None and self._whitebox[0] == key:
+                return self._whitebox[1]
+            self._whitebox = None  # free the previous VAE before loading another
+            try:
+                verifier = WhiteBoxVerifier.from_pretrained(str(local) if local.is_dir() else source,
+                                                            calibration=calibration, steps=int(steps))
+            except ImportError as exc:
+                raise ValueError(f"white-box mode is unavailable ({exc}); install diffusers") from None
+            except Exception as exc:  # noqa: BLE001 - diffusers / hub raise many types
+                reason = scrub_paths(f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+                raise ValueError(f"could not load a diffusers VAE from it: {reason}. Give a local pipeline folder "
+                                 "(with vae/) or a Hub id available offline.") from None
+            if not hasattr(verifier, "offset_"):
+                raise ValueError("this model has no white-box calibration: upload the attribution_whitebox.json "
+                                 "made by WhiteBoxVerifier.calibrate(...).save_calibration(...), or put it in the "
+                                 "pipeline folder")
+            self._whitebox = (key, verifier)
+            return verifier
+
+
+HOST = ModelHost()
+
+
+def view_or_none(state: VisitorState) -> Attributor | None:
+    """The visitor's view, or ``None`` while no head can be served (the page then says why)."""
+    try:
+        return HOST.view(state)
+    except ZooError:
+        return None
+
+
+def _rows(items: Sequence[Item], outputs: Sequence[Any]) -> list[dict[str, Any]]:
+    """JSON dicts of ``outputs`` with ``file`` set to the client's file name and errors free of server paths."""
+    rows = []
+    for (name, _), out in zip(items, outputs):
+        row = {**out.to_json(), "file": name}
+        if row.get("error"):
+            row["error"] = scrub_paths(row["error"])
+        rows.append(row)
+    return rows
+
+
+def attribute(state: VisitorState, items: Sequence[Item], nearest: int = 0,
+              progress: Progress | None = None) -> tuple[Attributor, list[dict[str, Any]]]:
+    """Attribute ``(client name, path)`` pairs for a visitor: the view used and one CLI ``predict`` dict per image."""
+    view = HOST.view(state)
+    return view, _rows(items, view([p for _, p in items], progress=progress, nearest=nearest))
+
+
+def verify(state: VisitorState, items: Sequence[Item], model: str,
+           progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Black-box verification for a visitor: one CLI ``verify`` dict per image."""
+    if not model:
+        raise ValueError("choose the generator to verify against")
+    view = HOST.view(state)
+    return _rows(items, view.verify([p for _, p in items], model, progress=progress))
+
+
+def enroll(state: VisitorState, name: str, items: Sequence[Item],
+           progress: Progress | None = None) -> tuple[dict[str, Any], Enrollment]:
+    """Enroll generator ``name`` for a visitor, without keeping it: the CLI ``enroll`` dict and the enrollment
+    to add to their state (the caller decides, e.g. after a warning)."""
+    if not name or not str(name).strip():
+        raise ValueError("type a name for the generator first, e.g. 'Midjourney v6'")
+    label = normalize_label(name)
+    if len(items) < MIN_ENROLL_IMAGES:
+        raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} images of {label}; got {len(items)}")
+    if len(items) > MAX_ENROLL_IMAGES:
+        raise ValueError(f"at most {MAX_ENROLL_IMAGES} images per enrollment; got {len(items)}")
+    view = HOST.view(state)
+    if label in view.classes:
+        raise ValueError(f"{label!r} is already known to this head; remove it first or choose another name")
+    out = view.enroll(name, [p for _, p in items], progress=progress)
+    names = {str(Path(p).resolve()): n for n, p in items}
+    out.errors = {names.get(k, Path(k).name): scrub_paths(v) for k, v in out.errors.items()}
+    return out.to_json(), Enrollment.from_head(view.head, label, view.config["enrolled"][label])
+
+
+# ------------------------------------------------------------------------------ admin
+def check_admin(token: str | None) -> None:
+    """Raise unless ``token`` is the operator's admin token (``ATTRIBUTION_ADMIN_TOKEN``)."""
+    expected = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+    if not expected:
+        raise ValueError("the server's zoo is read-only from the web (the operator has not set an admin token)")
+    if not hmac.compare_digest((token or "").strip().encode(), expected.encode()):
+        raise ValueError("wrong admin token")
+
+
+def save_enrollments(state: VisitorState) -> str:
+    """Save the served head plus ``state``'s enrollments to the user zoo under a derived name; returns the name."""
+    if not state.active(HOST.fingerprint):
+        raise ValueError("you have no enrollments for the served head to save")
+    view = HOST.view(state)
+    name = zoo.derived_head_name(view.config["base_head"], list(view.config["enrolled"]))
+    folder = zoo.user_zoo_dir() / name
+    if folder.exists():
+        raise ValueError(f"the zoo already has a head named {name!r}")
+    view.save_pretrained(folder)
+    return name

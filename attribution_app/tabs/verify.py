@@ -1,0 +1,93 @@
+"""Verify tab: "was each image made by this generator?" Black-box against a class of the visitor's
+head (shipped or their own), or white-box with a diffusers pipeline and its calibration."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gradio as gr
+
+from attribution import REAL, Attributor
+
+from .. import model as ops
+from ..errors import guard, scrub_paths
+from ..render import code, column_widths, md, verify_markdown, verify_table
+from ..settings import MAX_VERIFY_IMAGES, UPLOAD_TYPES
+from ..state import VisitorState
+from ..uploads import Item, cleanup, expand_uploads, server_path
+from . import Shared, Tab, progress_callback
+
+BLACKBOX = "Black-box: a class of the head"
+WHITEBOX = "White-box: diffusers pipeline folder or Hub id"
+
+
+def whitebox_rows(source: str, calibration: str | None, steps: int, items: list[Item],
+                  progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """White-box verification of ``(client name, path)`` pairs: one CLI ``verify`` dict per image."""
+    source = (source or "").strip()
+    if not source:
+        raise ValueError("type a diffusers pipeline folder or Hub id for white-box mode")
+    verifier = ops.HOST.whitebox(source, calibration, steps)
+    outputs = verifier.verify_files([p for _, p in items], progress=progress)
+    return [{**o.to_json(), "file": n, **({"error": scrub_paths(o.error)} if o.error else {})}
+            for (n, _), o in zip(items, outputs)]
+
+
+def build(shared: Shared) -> Tab:
+    with gr.Tab("Verify", id="verify"):
+        gr.Markdown("Was each image made by one particular generator? **Black-box** compares the image with what "
+                    "the head knows about that generator (its known classes and yours). **White-box** needs the "
+                    "generator itself (a latent-diffusion pipeline): it tries to reproduce the image with the model's "
+                    "decoder, which is slow on CPU (minutes per image). The *false-match rate at this score* says how "
+                    "often images from other known sources score as high: the smaller, the stronger the evidence.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                mode = gr.Radio([BLACKBOX, WHITEBOX], value=BLACKBOX, label="Mode")
+                model = gr.Dropdown(label="Generator", choices=[], elem_id="verify-model")
+                with gr.Group(visible=False) as whitebox_box:
+                    wb_source = gr.Textbox(label="Diffusers pipeline folder or Hub id",
+                                           placeholder="a folder on the server, or org/repo")
+                    wb_steps = gr.Slider(0, 200, value=50, step=10, label="Inversion steps",
+                                         info="a calibration file overrides this with the value it was made with")
+                    wb_calibration = gr.File(label="Calibration file (attribution_whitebox.json, optional)",
+                                             file_types=[".json"])
+                files = gr.File(label="Images to verify", file_count="multiple", file_types=UPLOAD_TYPES,
+                                elem_id="verify-files")
+                button = gr.Button("Verify", variant="primary", elem_id="verify-button")
+            with gr.Column(scale=2):
+                summary = gr.Markdown(elem_id="verify-summary")
+                table = gr.Dataframe(interactive=False, wrap=True, elem_id="verify-table", max_height=720)
+
+    @guard(summary)
+    def run(mode_: str, model_: str, upload: Any, source: str, steps: float, calibration: Any, state: VisitorState,
+            progress: Any = gr.Progress()) -> dict[Any, Any]:
+        """Verify the uploaded images for this visitor."""
+        items, notes, tmp = expand_uploads(upload, MAX_VERIFY_IMAGES)
+        try:
+            if not items:
+                raise ValueError("upload one or more images to verify first")
+            if mode_ == WHITEBOX:
+                rows = whitebox_rows(source, server_path(calibration) if calibration else None, int(steps or 50),
+                                     items, progress=progress_callback(progress, "Inverting the VAE decoder"))
+                target = f"{code(scrub_paths(source.strip()))} (white-box)"
+            else:
+                rows = ops.verify(state, items, model_, progress=progress_callback(progress, "Verifying"))
+                target = code(model_)
+        finally:
+            cleanup(tmp)
+        header, values = verify_table(rows)
+        text = verify_markdown(rows, target) + "".join(f"\n\n*{md(n)}*" for n in notes)
+        return {summary: text, table: gr.update(value=values, headers=header, column_widths=column_widths(header))}
+
+    mode.change(lambda m: {whitebox_box: gr.update(visible=m == WHITEBOX), model: gr.update(visible=m == BLACKBOX)},
+                inputs=mode, outputs=[whitebox_box, model], api_visibility="private")
+    button.click(run, inputs=[mode, model, files, wb_source, wb_steps, wb_calibration, shared.visitor],
+                 outputs=[summary, table], api_visibility="private",
+                 concurrency_id="verify", concurrency_limit=1)  # white-box runs for minutes
+
+    def refresh(view: Attributor | None, state: VisitorState) -> dict[Any, Any]:
+        classes = view.classes if view is not None else []
+        enrolled = [c for c in classes if c in state.labels]
+        default = enrolled[-1] if enrolled else next((c for c in classes if c != REAL), None)
+        return {model: gr.update(choices=classes, value=default)}
+
+    return Tab(outputs=[model], refresh=refresh)
