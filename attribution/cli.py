@@ -50,20 +50,12 @@ def _provenance_reader(args: argparse.Namespace):
     return ProvenanceReader(args.c2pa_trust_anchors)
 
 
-def _provenance_fields(report) -> dict[str, Any]:
-    """``provenance`` (an object, or ``null`` plus ``provenance_reason`` when the file had no readable bytes)."""
-    fields = {"provenance": report.to_json()}
-    if report.reason is not None:
-        fields["provenance_reason"] = report.reason
-    return fields
-
-
 def _with_provenance(row: dict[str, Any], reader) -> dict[str, Any]:
     """``row`` plus its file's provenance fields (unchanged when ``reader`` is None). Evidence beside the
     verdict only: it is read after the prediction and never feeds it."""
     if reader is None or not row.get("file"):
         return row
-    return {**row, **_provenance_fields(reader(row["file"]))}
+    return {**row, **reader(row["file"]).fields()}
 
 
 def _load(args: argparse.Namespace):
@@ -82,13 +74,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             _emit(_with_provenance(out.to_json(), provenance))
     else:
         width = max([len(o.file or "") for o in outputs] + [4])
-        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'unknown score':>13}")
+        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'synthetic score':>15}  {'unknown score':>13}  reason")
         for o in outputs:
             if o.error:
                 print(f"{o.file:<{width}}  ERROR: {o.error}")
             else:
-                conf = max(o.scores.values())
-                print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {o.unknown_score:>13.4f}")
+                conf, synthetic = max(o.scores.values()), "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
+                print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {synthetic:>15}  {o.unknown_score:>13.4f}  {o.reason}")
     return 1 if any(o.error for o in outputs) else 0
 
 
@@ -102,7 +94,7 @@ def cmd_provenance(args: argparse.Namespace) -> int:
         report = reader(path)
         failed |= report.reason is not None or report.error is not None
         if args.json:
-            _emit({"file": path, **_provenance_fields(report)})
+            _emit({"file": path, **report.fields()})
             continue
         print(f"{path}: {provenance_column(report)}")
         for r in report.records:
@@ -297,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-forensic", help="train the residual CNN feature source (recipe in its config.json)")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, incl. 'real'")
     p.add_argument("--out", required=True, help="folder of the network, e.g. zoo/residual-cnn")
-    p.add_argument("--steps", type=int, default=2500, help="training steps (batches of 64 patches)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps (batches of 64 patches)")
     p.add_argument("--minutes", type=float, default=40.0, help="time cap of the training loop")
     p.add_argument("--no-cache", action="store_true", help="make the twins again instead of reading them from the cache")
     p.add_argument("--seed", type=int, default=0)

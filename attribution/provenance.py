@@ -30,7 +30,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 from PIL import Image, UnidentifiedImageError
 
-from .constants import REAL
+from .constants import REAL, UNCERTAIN
 
 MAX_FILE_BYTES = 128 * 2**20  # whole file (a C2PA hash check needs all of it)
 MAX_ITEM_BYTES = 4 * 2**20  # one text chunk, XMP packet or EXIF block, after decompression
@@ -198,6 +198,25 @@ class ProvenanceReport:
     def unavailable(cls, reason: str) -> "ProvenanceReport":
         return cls(reason=reason)
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any] | None, reason: str | None = None) -> "ProvenanceReport":
+        """The report behind a :meth:`to_json` object (its C2PA details stay in the object, not rebuilt)."""
+        if obj is None:
+            return cls(reason=reason or "no file bytes")
+        if "error" in obj:
+            return cls(error=obj["error"], error_code=obj.get("error_code"))
+        return cls(summary=obj.get("summary", ""), indication=obj.get("indication"),
+                   indication_source=obj.get("indication_source"),
+                   records=[ProvenanceRecord(r["source"], r["field"], r["value"]) for r in obj.get("records", [])])
+
+    def fields(self) -> dict[str, Any]:
+        """The JSON fields a prediction row gains: ``provenance`` (an object, or ``null`` plus
+        ``provenance_reason`` when there were no file bytes)."""
+        out = {"provenance": self.to_json()}
+        if self.reason is not None:
+            out["provenance_reason"] = self.reason
+        return out
+
     def to_json(self) -> dict[str, Any] | None:
         """The JSON object of the CLI's ``provenance`` field (``None`` when there were no file bytes)."""
         if self.reason is not None:
@@ -329,7 +348,8 @@ def provenance_column(report: ProvenanceReport) -> str:
 
 def summary_markdown(report: ProvenanceReport, pixel_label: str | None = None) -> str:
     """Markdown for a "Provenance" panel: the summary, the records as a table, and a plain-words line
-    when the records and the pixel verdict ``pixel_label`` (a class, ``real`` or ``unknown``) disagree."""
+    when the records and the pixel verdict ``pixel_label`` (a class, ``real`` or ``unknown``; ``uncertain``
+    takes no side) disagree."""
     lines = [f"**Provenance:** {_md(provenance_column(report))}"]
     if report.records:
         lines += ["", "| source | field | value |", "|---|---|---|"]
@@ -341,7 +361,7 @@ def summary_markdown(report: ProvenanceReport, pixel_label: str | None = None) -
 
 
 def _disagreement(report: ProvenanceReport, pixel_label: str | None) -> str | None:
-    if pixel_label is None or report.indication is None:
+    if pixel_label in (None, UNCERTAIN) or report.indication is None:
         return None
     who = {"c2pa": "the content credentials", "xmp": "the XMP metadata"}.get(report.indication_source or "",
                                                                              "the metadata")

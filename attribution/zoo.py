@@ -190,6 +190,9 @@ def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Pa
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the head is as readable as any new folder
     try:
         if folder.is_dir():
             for item in folder.iterdir():

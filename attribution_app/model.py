@@ -20,9 +20,10 @@ from attribution import Attributor, ZooError, normalize_label, zoo
 from attribution.constants import DEFAULT_ZOO_NAME
 from attribution.enrollment import apply_deltas, enrolled_config, head_fingerprint
 from attribution.pipeline import MIN_ENROLL_IMAGES
+from attribution.provenance import ProvenanceReader
 
 from .errors import scrub_paths
-from .settings import ADMIN_TOKEN_ENV, MAX_ENROLL_IMAGES, ZOO_ENV
+from .settings import ADMIN_TOKEN_ENV, C2PA_ANCHORS_ENV, MAX_ENROLL_IMAGES, ZOO_ENV
 from .state import Enrollment, VisitorState
 from .uploads import Item
 
@@ -150,6 +151,7 @@ class ModelHost:
 
 
 HOST = ModelHost()
+PROVENANCE = ProvenanceReader(os.environ.get(C2PA_ANCHORS_ENV) or None)
 
 
 def view_or_none(state: VisitorState) -> Attributor | None:
@@ -173,9 +175,16 @@ def _rows(items: Sequence[Item], outputs: Sequence[Any]) -> list[dict[str, Any]]
 
 def attribute(state: VisitorState, items: Sequence[Item], nearest: int = 0,
               progress: Progress | None = None) -> tuple[Attributor, list[dict[str, Any]]]:
-    """Attribute ``(client name, path)`` pairs for a visitor: the view used and one CLI ``predict`` dict per image."""
+    """Attribute ``(client name, path)`` pairs for a visitor: the view used and one CLI ``predict`` dict per image,
+    with the file's provenance evidence beside the verdict (read after it, never feeding it)."""
     view = HOST.view(state)
-    return view, _rows(items, view([p for _, p in items], progress=progress, nearest=nearest))
+    rows = _rows(items, view([p for _, p in items], progress=progress, nearest=nearest))
+    for (_, path), row in zip(items, rows):
+        fields = PROVENANCE(path).fields()
+        if fields.get("provenance_reason"):
+            fields["provenance_reason"] = scrub_paths(fields["provenance_reason"])
+        row.update(fields)
+    return view, rows
 
 
 def verify(state: VisitorState, items: Sequence[Item], model: str,

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from attribution import REAL, UNKNOWN
+from attribution import REAL, UNCERTAIN, UNKNOWN
+from attribution.heads.open_set import REASON_TEXT
+from attribution.provenance import ProvenanceReport, provenance_column, summary_markdown
 
 # fields the verdict places itself; any other scalar field is listed under "Details"
 _PLACED = {"file", "label", "known", "scores", "unknown_score", "threshold", "synthetic_score", "synthetic_threshold",
-           "reason", "note", "nearest", "error", "provenance"}
+           "real_threshold", "reason", "note", "nearest", "error", "provenance"}
 CSV_FIRST = ["file", "label", "reason", "confidence", "unknown_score", "threshold", "synthetic_score",
-             "synthetic_threshold", "known", "note", "error"]
+             "synthetic_threshold", "real_threshold", "known", "note", "error"]
 
 
 def md(text: Any) -> str:
@@ -77,6 +79,10 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
                    "guess." if top else ""))
     elif label == REAL:
         title, lead = "## Verdict: real (not generated)", f"Confidence **{percent(scores.get(label))}**."
+    elif label == UNCERTAIN:
+        title = "## Verdict: uncertain (cannot tell)"
+        lead = ("Neither a photo nor a generated image with confidence; treat it as unresolved."
+                + (f" Most likely source: {code(display(top, names))} ({percent(scores[top])})." if top else ""))
     elif label in scores:
         title = f"## Verdict: made by {code(display(label, names))}"
         lead = f"Confidence **{percent(scores[label])}** among the {len(scores)} known sources."
@@ -85,15 +91,16 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
         lead = (f"Most likely known source: {code(display(top, names))} ({percent(scores[top])})." if top else "")
     lines = [title, md(row.get("file") or ""), ""]
     if row.get("reason"):
-        lines.append(f"**Why:** {md(row['reason'])}\n")
+        lines.append(f"**Why:** {md(REASON_TEXT.get(row['reason'], row['reason']))}\n")
     if lead:
         lines.append(lead + "\n")
     if row.get("unknown_score") is not None:
         lines.append(f"- Unknown score **{_number(row['unknown_score'])}** (threshold {_number(row.get('threshold'))}; "
                      "above it: made by a generator the head does not know)")
     if row.get("synthetic_score") is not None:
-        lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (threshold "
-                     f"{_number(row.get('synthetic_threshold'))}; above it: generated rather than a photo)")
+        lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (below "
+                     f"{_number(row.get('real_threshold'))}: real; from {_number(row.get('synthetic_threshold'))} on: "
+                     "generated; in between: uncertain)")
     for key, value in row.items():
         if key not in _PLACED and isinstance(value, (str, int, float, bool)):
             lines.append(f"- {md(key.replace('_', ' '))}: {_number(value)}")
@@ -103,13 +110,11 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
 
 
 def provenance_markdown(row: dict[str, Any]) -> str:
-    """The provenance panel under the verdict: ``row["provenance"]`` when the library adds it, else empty."""
-    value = row.get("provenance")
-    if not value:
+    """The provenance panel under the verdict (the library's rendering of ``row["provenance"]``, with a
+    plain-words line when records and pixels disagree); empty when the row has none."""
+    if "provenance" not in row:
         return ""
-    if isinstance(value, dict):
-        return "### Provenance\n" + "\n".join(f"- **{md(k)}**: {md(v)}" for k, v in value.items())
-    return f"### Provenance\n{md(value)}"
+    return summary_markdown(ProvenanceReport.from_json(row["provenance"], row.get("provenance_reason")), row.get("label"))
 
 
 # ------------------------------------------------------------------------- many images
@@ -143,7 +148,9 @@ def batch_table(rows: list[dict[str, Any]], names: dict[str, str]) -> tuple[list
 def csv_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the CSV: every scalar field of the rows (known ones first) plus ``confidence``."""
     flat = [{**{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None},
-             "confidence": confidence(r)} for r in rows]
+             "confidence": confidence(r),
+             **({"provenance": provenance_column(ProvenanceReport.from_json(r["provenance"], r.get("provenance_reason")))}
+                if "provenance" in r else {})} for r in rows]
     present = {k for r in flat for k, v in r.items() if v is not None}
     header = [k for k in CSV_FIRST if k in present] + sorted(present - set(CSV_FIRST))
     return header, [[r.get(k) for k in header] for r in flat]

@@ -7,6 +7,7 @@ ZOO_ENV = "ATTRIBUTION_ZOO"  # head to serve (name, folder or hf-hub:org/repo); 
 SHARE_ENV = "ATTRIBUTION_SHARE"  # 1: ask gradio for a public link (same as --share)
 SECRET_ENV = "ATTRIBUTION_SECRET"  # signs visitors' stored enrollments; unset: a new secret per run
 ADMIN_TOKEN_ENV = "ATTRIBUTION_ADMIN_TOKEN"  # set: web visitors who type it may change the served head / zoo
+C2PA_ANCHORS_ENV = "ATTRIBUTION_C2PA_TRUST_ANCHORS"  # PEM file of CA certificates trusted for C2PA signers
 HF_TOKEN_ENV = "HF_TOKEN"  # write token for pushing a head to the Hub (admin only)
 
 MAX_ATTRIBUTE_IMAGES = 200

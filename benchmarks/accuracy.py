@@ -3,14 +3,15 @@
     python benchmarks/folds.py --minutes 3                      # once: the leak-free fold networks
     python benchmarks/accuracy.py                               # the shipped head's recipe, per fold + mean
     python benchmarks/accuracy.py --baseline                    # the head shipped before (ImageNet + spectra)
-    python benchmarks/accuracy.py --write-zoo zoo/open-set-efficientnet-lite2 --refit
+    python benchmarks/accuracy.py --write-zoo zoo/open-set-efficientnet-lite2   # after `attribution train`
 
 Each fold (``benchmarks/folds.py``) holds out one generator and one or two collections of real photos.
 Everything trained is trained without them: the residual CNN (a fold network, shorter budget), the
 synthetic probe and the head (on 70 % of the remaining images; DALL-E 3 split by day, as its four
 images a day share a prompt). The probe's thresholds of a fold come from the held-out scores of the
 *other* folds (out-of-fold), so no figure of a fold uses its own held-out data; ``--write-zoo`` sets
-the shipped head's thresholds from the held-out scores of all folds. Only the autoencoders that make
+the shipped head's thresholds from the held-out scores of all folds. Harmless changes are scored on
+up to ``CHANGED_PER_SOURCE`` photos of each real collection. Only the autoencoders that make
 the twins saw the held-out photos (their twins are left out of the fold), and the ImageNet weights
 are not trained here. ``val_unseen`` is measured only, never used to set anything.
 
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution import zoo  # noqa: E402
 from attribution.backbones import create_backbone  # noqa: E402
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
-from attribution.features import FeatureCache, FeatureExtractor  # noqa: E402
+from attribution.features import FeatureCache, backbone_key, pixel_key  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
 from attribution.training import forensic_columns, list_dataset, real_source  # noqa: E402
 from attribution.transform import find_images, load_image  # noqa: E402
@@ -48,6 +50,7 @@ IMAGE_FEATURES = "efficientnet_lite2:imagenet+residual_spectra"  # the untrained
 IMAGE_LAYERS = 10  # layers in IMAGE_FEATURES (8 EfficientNet stages + 2 spectra)
 CNN_LAYERS = 2  # layers of a residual_cnn backbone
 HARMLESS = ("flip", "rot90", "resize0.8", "resize1.25", "crop0.9", "jpeg90", "png_to_jpeg")
+CHANGED_PER_SOURCE = 10  # real photos of each collection that are also scored after each harmless change
 BING_LOGO_CROP = 0.12  # share of width/height cut from the left and bottom to drop Bing's logo
 
 
@@ -95,10 +98,14 @@ class Images:
         self.kind = ["dev"] * len(files)
         self.source = [real_source(f.name) if l == REAL else l for f, l in zip(files, labels)]
         self.name = [f.name for f in files]
+        by_source: dict[str, list[Path]] = {}
         for f, l in zip(files, labels):
             if l == REAL:
+                by_source.setdefault(real_source(f.name), []).append(f)
+        for source, photos in sorted(by_source.items()):
+            for f in photos[:: max(1, len(photos) // CHANGED_PER_SOURCE)][:CHANGED_PER_SOURCE]:
                 for change in HARMLESS:
-                    self._add(f, REAL, change, real_source(f.name))
+                    self._add(f, REAL, change, source)
         if val is not None and val.is_dir():
             for folder in sorted(p for p in val.iterdir() if p.is_dir()):
                 for f in find_images([folder]):
@@ -129,16 +136,29 @@ class Images:
         return tuple(np.asarray(v, dtype=str) for v in (self.label, self.kind, self.source, self.name))
 
 
-def extract(backbone_id: str, images: Images, cache: FeatureCache, chunk: int = 32) -> np.ndarray:
-    """Features of every benchmark image, a chunk at a time (bounded memory)."""
-    extractor = FeatureExtractor(create_backbone(backbone_id), cache)
-    out = []
-    for start in range(0, len(images.inputs), chunk):
-        batch = extractor([images.materialize(item) for item in images.inputs[start:start + chunk]])
-        if batch.errors:
-            raise RuntimeError(f"benchmark images failed to decode: {list(batch.errors.values())[:3]}")
-        out.append(batch.features)
-    return np.concatenate(out)
+def extract(backbone_ids: list[str], images: Images, cache: FeatureCache, batch_size: int = 16) -> list[np.ndarray]:
+    """Features of every benchmark image for each backbone, ``[(n_images, n_features)]`` in the order of
+    ``backbone_ids``. Every image is made and cropped once for all of them (they share the preprocessing),
+    a batch at a time (bounded memory); features already in ``cache`` are not computed again."""
+    backbones = [create_backbone(b) for b in backbone_ids]
+    keys = [backbone_key(b) for b in backbones]
+    transform = backbones[0].transform
+    out: list[list[np.ndarray]] = [[] for _ in backbones]
+    for start in range(0, len(images.inputs), batch_size):
+        pixels = [load_image(images.materialize(item)) for item in images.inputs[start:start + batch_size]]
+        hashes = [pixel_key(im) for im in pixels]
+        views: list | None = None
+        for b, (backbone, key) in enumerate(zip(backbones, keys)):
+            cached = [cache.get(f"{h}-{key}") for h in hashes]
+            if any(c is None for c in cached):
+                views = views or [transform(im) for im in pixels]
+                feats = backbone.encode(torch.cat(views), n_views=[len(v) for v in views]).numpy()
+                for h, f in zip(hashes, feats):
+                    cache.put(f"{h}-{key}", f)
+                cached = list(feats)
+            out[b] += cached
+        print(f"features: {min(start + batch_size, len(images.inputs))}/{len(images.inputs)}", file=sys.stderr)
+    return [np.stack(o) for o in out]
 
 
 def split_known(idx: np.ndarray, label: np.ndarray, name: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true",
                         help="measure the earlier recipe: ImageNet + spectra features, no probe, no fold networks")
     parser.add_argument("--cache-dir", default=str(CACHE / "features"))
-    parser.add_argument("--write-zoo", default=None, help="write metrics (and with --refit the head) to this folder")
-    parser.add_argument("--refit", action="store_true", help="with --write-zoo: refit the head on all dev images")
+    parser.add_argument("--write-zoo", default=None,
+                        help="set this head's probe thresholds from the folds and write the metrics into it")
     parser.add_argument("--head-params", default="{}", help="JSON overriding the head's parameters")
     parser.add_argument("--json", default=None, help="also write the per-fold metrics to this JSON file")
     parser.add_argument("--seed", type=int, default=0)
@@ -264,9 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     images = Images(Path(args.data), Path(args.val) if args.val else None)
     meta = images.arrays()
     folds = make_folds(Path(args.data))
-    base = extract(IMAGE_FEATURES, images, cache)
-    print(f"{len(images.inputs)} images scored", file=sys.stderr)
     if args.baseline:
+        base, = extract([IMAGE_FEATURES], images, cache)
         params = {"n_components": 384}
         fold_X = {f: base for f in folds}
     else:
@@ -274,11 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         missing = [f for f in folds if not (fold_network(f) / "model.safetensors").is_file()]
         if missing:
             raise SystemExit(f"fold networks missing for {missing}: run python benchmarks/folds.py first")
-        fold_X = {f: fuse([(base, IMAGE_LAYERS), (extract(f"residual_cnn:{fold_network(f)}", images, cache), CNN_LAYERS)])
-                  for f in folds}
+        base, *cnn = extract([IMAGE_FEATURES, *(f"residual_cnn:{fold_network(f)}" for f in folds)], images, cache)
+        fold_X = {f: fuse([(base, IMAGE_LAYERS), (c, CNN_LAYERS)]) for f, c in zip(folds, cnn)}
         params["synthetic_columns"] = [base.shape[1], fold_X[next(iter(folds))].shape[1]]
+    print(f"{len(images.inputs)} images scored", file=sys.stderr)
     params.update(json.loads(args.head_params))
     runs = {f: Fold(f, held, fold_X[f], meta, params, args.seed) for f, held in folds.items()}
+    held = None
     if runs[next(iter(runs))].head.has_probe:
         held = {f: run.held_out_scores() for f, run in runs.items()}
         for f, run in runs.items():  # thresholds from the other folds' held-out scores
@@ -293,30 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"folds": folds, "per_fold": rows, "mean": mean}, indent=2))
     if args.write_zoo:
-        write_zoo(Path(args.write_zoo), args, runs, mean, rows, params, held if not args.baseline else None, cache, images)
+        write_zoo(Path(args.write_zoo), runs, mean, rows, held)
     return 0
 
 
-def write_zoo(folder: Path, args: argparse.Namespace, runs: dict[str, Fold], mean: dict, rows: dict, params: dict,
-              held: dict | None, cache: FeatureCache, images: Images) -> None:
-    """Refit the head on every dev image (shipped backbone), set its probe thresholds from all folds'
-    held-out scores, and store the metrics, a confusion matrix and ROC curves in its config and card."""
-    config = zoo.read_config(folder)
-    head, _ = zoo.load_head(folder)
-    if args.refit:
-        backbone = create_backbone(config["backbone"], layers=config["layers"], preprocess_cfg=config["preprocess_cfg"],
-                                   **{k: config[k] for k in ("pool", "window", "parts") if k in config})
-        files, labels = list_dataset(args.data)
-        batch = FeatureExtractor(backbone, cache)(files)
-        X, y = batch.features, np.asarray(labels)[batch.index]
-        ids = [str(files[i].relative_to(Path(args.data))) for i in batch.index]
-        full = {**params, "synthetic_columns": forensic_columns(backbone)}
-        head = OpenSetHead(**full).fit(X, y, ids=ids, groups=[real_source(i) if l == REAL else "" for i, l in zip(ids, y)])
-        if held is not None:
-            head.calibrate_synthetic(np.concatenate([h[0] for h in held.values()]),
-                                     np.concatenate([h[1] for h in held.values()]))
-        config = {**config, **backbone.config(), "training": {**config.get("training", {}), "n_images": int(len(y)),
-                  "class_counts": {str(c): int((y == c).sum()) for c in np.unique(y)}}}
+def write_zoo(folder: Path, runs: dict[str, Fold], mean: dict, rows: dict, held: dict | None) -> None:
+    """Set the head's probe thresholds from every fold's held-out scores (images nothing under the fold's
+    probe had seen), and store the metrics, the held-out confusion table and the ROC curves in its
+    config and card."""
+    head, config = zoo.load_head(folder)
+    if held is not None and head.has_probe:
+        head.calibrate_synthetic(np.concatenate([h[0] for h in held.values()]),
+                                 np.concatenate([h[1] for h in held.values()]))
+        config["probe_calibration"] = ("thresholds from the held-out scores of the leak-free folds of "
+                                       "benchmarks/accuracy.py (unseen generators, unseen kinds of real photo)")
     files = figures(runs, rows)
     config = zoo.build_config(head, {}, **{k: v for k, v in config.items()
                                            if k not in ("format_version", "head", "head_params", "head_state", "classes")})

@@ -4,7 +4,7 @@ Everything trained (the residual CNN included) is trained per fold without what 
 so the held-out generator plays a generator nobody has seen and the held-out photos a kind of camera
 photo nobody has seen. Fold networks are cached in ``~/.cache/attribution/folds/<fold>``.
 
-    python benchmarks/folds.py --steps 400          # train the fold networks that are not cached yet
+    python benchmarks/folds.py --steps 300          # train the fold networks that are not cached yet
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def fold_network(fold: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--steps", type=int, default=400, help="training steps per fold network")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per fold network")
     parser.add_argument("--minutes", type=float, default=30.0, help="time cap per fold network")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

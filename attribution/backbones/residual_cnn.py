@@ -75,7 +75,7 @@ class ResidualCNN(nn.Module):
 
 # ------------------------------------------------------------------ backbone
 NETWORK_LAYERS = ("embedding", "logits")
-DEFAULT_WINDOW = 192
+DEFAULT_WINDOW = 128
 
 
 def load_network(ref: str) -> tuple[ResidualCNN, dict]:

@@ -43,7 +43,7 @@ class RecipeCfg:
     """Every knob of the recipe; stored in the network's ``config.json``."""
 
     minutes: float = 30.0
-    steps: int = 2500
+    steps: int = 1500
     twin_steps: int = 400
     batch_size: int = 64
     patch: int = 64
