@@ -38,7 +38,7 @@ import numpy as np
 
 from attribution import REAL, UNKNOWN, Attributor, ImageDecodeError, ZooError, load_image, normalize_label
 from attribution import zoo
-from attribution.constants import CARD_NAME, DEFAULT_ZOO_NAME, IMAGE_EXTENSIONS
+from attribution.constants import CARD_NAME, DEFAULT_ZOO_NAME, IMAGE_EXTENSIONS, MIN_IMAGE_SIZE, UNCERTAIN
 from attribution.names import validate_head_name
 from attribution.pipeline import MIN_ENROLL_IMAGES
 
@@ -52,7 +52,7 @@ NEAREST = 4
 THUMBNAIL = 160
 QUEUE_SIZE = 64
 CONCURRENCY = 2  # default per event; model work shares one group of 1 (2 CPU cores are enough for one forward)
-UPLOAD_TYPES = ["image", ".zip"]
+UPLOAD_TYPES = ["image", ".heic", ".heif", ".avif", ".zip"]  # browsers do not count HEIC/AVIF as "image"
 Progress = Callable[[int, int], None]
 
 EXPECTED_ERRORS = (ZooError, ImageDecodeError, ValueError, OSError, RuntimeError, KeyError)
@@ -275,6 +275,7 @@ def enroll_files(name: str, paths: Sequence[tuple[str, str]], progress: Progress
         result = current.enroll(name, [p for _, p in paths], progress=progress, save_to=user_head_dir(current))
     names = {str(Path(p).resolve()): n for n, p in paths}
     result.errors = {names.get(k, Path(k).name): v for k, v in result.errors.items()}
+    result.error_codes = {names.get(k, Path(k).name): v for k, v in result.error_codes.items()}
     return result
 
 
@@ -362,6 +363,10 @@ def verdict_markdown(att: Attributor, out: Any) -> str:
                 f"threshold **{t:.3f}**). It was probably made by a generator that is not enrolled yet; you "
                 f"can add it in the **Enroll** tab. Closest known source: `{top}` ({_percent(conf)}), "
                 "not a reliable guess.")
+    elif out.label == UNCERTAIN:
+        title = "## Verdict: uncertain"
+        body = ("The frames of this animated image point to different sources: " + ", ".join(
+            f"frame {f['index']}: `{f['label']}`" for f in out.frames_judged) + ".")
     else:
         name = _display_name(att, out.label)
         title = "## Verdict: real (not generated)" if out.label == REAL else f"## Verdict: made by {_code(name)}"
@@ -749,13 +754,14 @@ with gr.Blocks(title="Generator attribution", delete_cache=(3600, 3600)) as demo
                     attr_button = gr.Button("Attribute", variant="primary", elem_id="attr-button")
                     attr_clear = gr.ClearButton(value="Clear", elem_id="attr-clear")
                 gr.Markdown("One image gives a verdict with scores and the most similar known examples; "
-                            "several give a table you can download as CSV.")
+                            "several give a table you can download as CSV. Images under "
+                            f"{MIN_IMAGE_SIZE} px on the short side are not judged.")
             with gr.Column(scale=2):
                 attr_status = gr.Markdown("*Results appear here.*", elem_id="attr-status")
                 with gr.Column(visible=False) as single_box:
                     with gr.Row():
                         attr_preview = gr.Image(label="Your image", type="pil", interactive=False, height=260,
-                                                scale=1, buttons=[])
+                                                scale=1, buttons=[], format="png")
                         attr_verdict = gr.Markdown(elem_id="attr-verdict", elem_classes=["verdict"])
                     attr_scores = gr.Label(label="Probability per known source", num_top_classes=10,
                                            show_heading=False)

@@ -1,13 +1,45 @@
 """Result dataclasses; their ``to_json`` is the CLI's public JSON contract (extend it, never break it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
 @dataclass
+class ImageFacts:
+    """What an input is, read while decoding it (the ``predict --json`` input facts).
+
+    ``width`` x ``height`` in px after EXIF rotation; ``format`` as Pillow names it (``JPEG``, ``PNG``,
+    ``HEIF``, ``AVIF``...); ``frames`` in the file; ``has_alpha`` for any transparency (flattened on
+    white before judging); ``bit_depth`` per channel of the decoded mode; ``grayscale`` when the file is
+    grey or all its pixels are (R = G = B); ``pixel_sha256`` of frame 0's RGB bytes after EXIF rotation
+    and alpha flattening (no header, so a lossless re-encode keeps it).
+    """
+
+    width: int
+    height: int
+    format: str | None
+    frames: int
+    has_alpha: bool
+    bit_depth: int
+    grayscale: bool
+    exif_orientation_applied: bool
+    pixel_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class AttributionOutput:
-    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be read."""
+    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be judged.
+
+    ``error_code`` is one of :data:`attribution.transform.ERROR_CODES`; ``skipped`` marks a file found by
+    walking a folder whose bytes are no image (it does not fail a run). ``frames_judged`` lists
+    ``{index, label, scores}`` per frame of an animated input (the row's own fields aggregate them);
+    ``duplicate_of`` is ``{class, id, match, distance}`` when the image is (nearly) one of the head's
+    training or enrolled images.
+    """
 
     file: str | None
     label: str | None = None
@@ -18,16 +50,28 @@ class AttributionOutput:
     note: str | None = None
     nearest: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    error_code: str | None = None
+    skipped: bool = False
+    facts: ImageFacts | None = None
+    frames_judged: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_of: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"file": self.file, "error": self.error}
+            out = {"file": self.file, "error": self.error, "error_code": self.error_code}
+            return {**out, "skipped": True} if self.skipped else out
         out = {"file": self.file, "label": self.label, "known": self.known, "scores": self.scores,
                "unknown_score": self.unknown_score, "threshold": self.threshold}
         if self.note:
             out["note"] = self.note
         if self.nearest:
             out["nearest"] = self.nearest
+        if self.facts is not None:
+            out.update(self.facts.to_json())
+        if self.frames_judged:
+            out["frames_judged"] = self.frames_judged
+        if self.duplicate_of:
+            out["duplicate_of"] = self.duplicate_of
         return out
 
 
@@ -44,10 +88,11 @@ class VerificationOutput:
     method: str = "blackbox"
     note: str | None = None
     error: str | None = None
+    error_code: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"file": self.file, "model": self.model, "error": self.error}
+            return {"file": self.file, "model": self.model, "error": self.error, "error_code": self.error_code}
         out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
         if self.note:
@@ -57,7 +102,10 @@ class VerificationOutput:
 
 @dataclass
 class EnrollmentOutput:
-    """What an enrollment did: the label added, how many images it used, and per-file errors."""
+    """What an enrollment did: the label added, how many images it used, and per-file errors.
+
+    ``errors`` maps a file to its error text, ``error_codes`` the same files to their stable codes.
+    """
 
     name: str
     n_images: int
@@ -65,7 +113,8 @@ class EnrollmentOutput:
     seconds: float
     errors: dict[str, str] = field(default_factory=dict)
     saved_to: str | None = None
+    error_codes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
-                "errors": self.errors, "saved_to": self.saved_to}
+                "errors": self.errors, "error_codes": self.error_codes, "saved_to": self.saved_to}

@@ -47,3 +47,24 @@ def make_image(path: Path, seed: int = 0, size: int = 64, fmt: str = "PNG") -> P
     arr = np.clip(np.asarray(img, dtype=np.int16) + rng.integers(-8, 8, (size, size, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path, format=fmt)
     return path
+
+
+def stub_attributor(batch_size: int = 4, size: int = 256, n_crops: int = 5, **kwargs):
+    """An Attributor whose backbone is real preprocessing (crops) plus per-channel mean and std pooling:
+    the decode / crop / batch pipeline at full cost, the network at almost none. Its head knows two
+    classes of synthetic images."""
+    import torch
+
+    from attribution import Attributor, OpenSetHead
+    from attribution.backbones.base import Backbone
+    from attribution.transform import PreprocessCfg
+
+    class PoolBackbone(Backbone):
+        def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+            return [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+
+    backbone = PoolBackbone("pool:test", ["mean", "std"], PreprocessCfg(size=size, n_crops=n_crops), device="cpu")
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(m, 1, (30, 6)) for m in (0, 3)])
+    head = OpenSetHead(n_components=4).fit(X, ["real"] * 30 + ["gen"] * 30)
+    return Attributor(backbone, head, {}, batch_size=batch_size, **kwargs)
