@@ -4,10 +4,11 @@ Millions of images, one Parquet dataset out, resumable. The work is split the Ra
 
 1. list the inputs on the driver (a folder, a glob, or a Parquet/CSV manifest with a ``path`` column),
    dropping files the output already has a result for;
-2. decode in parallel with stateless Ray tasks (path or URI -> RGB pixels); a file that cannot be
-   read becomes an error row, it never stops the job;
+2. decode in parallel with stateless Ray tasks (path or URI -> RGB frames and the input facts); a file
+   that cannot be read becomes an error row, it never stops the job;
 3. attribute with a fixed pool of stateful actors, each loading :class:`~attribution.Attributor`
-   once (``map_batches(BatchAttributor, compute=ActorPoolStrategy(size=workers), num_gpus=...)``);
+   once (``map_batches(BatchAttributor, compute=ActorPoolStrategy(size=workers), num_gpus=...)``)
+   and running its streaming feature extractor on the decoded frames;
 4. stream the result rows back to the driver, which appends them to ``OUT`` as new part files
    (written to a temporary name and renamed, so an interrupted job never leaves a broken part).
 
@@ -40,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .constants import CONFIG_NAME, WEIGHTS_NAME
-from .transform import image_files
+from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, WEIGHTS_NAME
+from .transform import DecodedImage, walk_files
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -69,18 +70,27 @@ def require_ray() -> Any:
     return ray
 
 
+FACT_COLUMNS = [("width", "int32"), ("height", "int32"), ("format", "string"), ("frames", "int32"),
+                ("has_alpha", "bool_"), ("bit_depth", "int32"), ("grayscale", "bool_"),
+                ("exif_orientation_applied", "bool_"), ("pixel_sha256", "string")]
+JSON_COLUMNS = ("scores", "frames_judged", "duplicate_of")  # objects of ``predict --json``, stored as JSON text
+
+
 def output_schema() -> "pa.Schema":
     """Arrow schema of the output rows: the ``predict --json`` fields, one column each.
 
-    ``scores`` is the ``{class: probability}`` object of ``predict --json`` serialised as a JSON
-    string (the schema stays the same whatever classes a head has). A row with ``error`` set has
-    only ``file`` and ``error``; the other columns are null.
+    ``scores``, ``frames_judged`` and ``duplicate_of`` are the objects of ``predict --json``
+    serialised as JSON strings (the schema stays the same whatever classes a head has). A row with
+    ``error`` set has only ``file``, ``error``, ``error_code`` and ``skipped``; the other columns are
+    null. Columns after ``error`` were added later: part files written before them read as null there.
     """
     import pyarrow as pa
 
     return pa.schema([("file", pa.string()), ("label", pa.string()), ("known", pa.bool_()),
                       ("scores", pa.string()), ("unknown_score", pa.float64()), ("threshold", pa.float64()),
-                      ("note", pa.string()), ("error", pa.string())])
+                      ("note", pa.string()), ("error", pa.string()), ("error_code", pa.string()),
+                      ("skipped", pa.bool_()), *((name, getattr(pa, kind)()) for name, kind in FACT_COLUMNS),
+                      ("frames_judged", pa.string()), ("duplicate_of", pa.string())])
 
 
 @dataclass
@@ -137,24 +147,31 @@ def _read_manifest(path: Path) -> list[str]:
 def list_inputs(inputs: Sequence[str]) -> list[str]:
     """File keys of ``inputs``, de-duplicated, in order.
 
-    Each input is a folder (its image files, recursively, sorted), a glob (``**`` allowed), a
-    ``.parquet``/``.csv`` manifest with a ``path`` column (local paths, relative to the current
-    folder, or URIs such as ``s3://``), or a single file or URI.
+    Each input is a folder (every non-hidden file, recursively, sorted: judged by content, not by
+    extension), a glob (``**`` allowed), a ``.parquet``/``.csv`` manifest with a ``path`` column (local
+    paths, relative to the current folder, or URIs such as ``s3://``), or a single file or URI.
     """
-    found: list[str] = []
+    return list(_input_files(inputs))
+
+
+def _input_files(inputs: Sequence[str]) -> dict[str, bool]:
+    """File keys of ``inputs`` (as :func:`list_inputs`), each with whether it was found by walking a folder."""
+    found: dict[str, bool] = {}
     for item in map(str, inputs):
         path = Path(item).expanduser()
         if _is_uri(item):
-            found.append(item)
+            keys, walked = [item], False
         elif path.is_dir():
-            found += [str(f) for f in image_files(path)]
+            keys, walked = [str(f) for f in walk_files(path)], True
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
-            found += _read_manifest(path)
+            keys, walked = _read_manifest(path), False
         elif glob.has_magic(item):
-            found += sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f))
+            keys, walked = sorted(f for f in glob.glob(str(path), recursive=True) if os.path.isfile(f)), False
         else:
-            found.append(item)  # a missing file gets an error row, as with ``predict``
-    return list(dict.fromkeys(file_key(f) for f in found))
+            keys, walked = [item], False  # a missing file gets an error row, as with ``predict``
+        for key in map(file_key, keys):
+            found.setdefault(key, walked)
+    return found
 
 
 # ------------------------------------------------------------------ output
@@ -174,7 +191,8 @@ def _prepare_output(output: Path) -> Path:
 
 
 def read_done(output: str | os.PathLike) -> tuple[set[str], dict[str, set[str]]]:
-    """Files of ``output`` that have a result, and the errors recorded for the others.
+    """Files of ``output`` that have a result (or were skipped as no image), and the errors recorded for
+    the others.
 
     A part file that cannot be read (e.g. written by another tool and cut short) is renamed to
     ``.<name>.unreadable`` so readers skip it; its files are attributed again.
@@ -187,15 +205,17 @@ def read_done(output: str | os.PathLike) -> tuple[set[str], dict[str, set[str]]]
     failed: dict[str, set[str]] = {}
     for part in parts:
         try:
-            table = pq.read_table(part, columns=["file", "error"])
+            columns = ["file", "error", *(["skipped"] if "skipped" in pq.read_schema(part).names else [])]
+            table = pq.read_table(part, columns=columns)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
             print(f"warning: unreadable part file {part} ({exc}); its images will be attributed again",
                   file=sys.stderr)
             if part != output:
                 os.replace(part, part.with_name(f".{part.name}.unreadable"))
             continue
-        for file, error in zip(table.column("file").to_pylist(), table.column("error").to_pylist()):
-            if error is None:
+        skipped = table.column("skipped").to_pylist() if "skipped" in columns else [None] * table.num_rows
+        for file, error, skip in zip(table.column("file").to_pylist(), table.column("error").to_pylist(), skipped):
+            if error is None or skip:  # a walked file that is no image is done too
                 done.add(file)
             else:
                 failed.setdefault(file, set()).add(error)
@@ -208,7 +228,9 @@ def _head_files(zoo_ref: str | None) -> tuple[str, dict[str, bytes]]:
 
     folder = zoo.resolve(zoo_ref)
     zoo.load_head(folder)  # fail here, not in every worker
-    return folder.name, {name: (folder / name).read_bytes() for name in (CONFIG_NAME, WEIGHTS_NAME)}
+    zoo.read_hashes(folder)  # a broken duplicate index too
+    names = [CONFIG_NAME, WEIGHTS_NAME, *([HASHES_NAME] if (folder / HASHES_NAME).is_file() else [])]
+    return folder.name, {name: (folder / name).read_bytes() for name in names}
 
 
 def _check_meta(output: Path, meta: dict[str, Any]) -> None:
@@ -240,7 +262,8 @@ class _PartWriter:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        self.errors += table.num_rows - pc.sum(pc.is_null(table.column("error"))).as_py()
+        failed = pc.and_(pc.is_valid(table.column("error")), pc.invert(pc.fill_null(table.column("skipped"), False)))
+        self.errors += pc.sum(pc.cast(failed, pa.int64())).as_py() or 0
         if self.skip_errors:  # a retried file failing with an error already recorded adds no new row
             keep = [not (e is not None and e in self.skip_errors.get(f, ()))
                     for f, e in zip(table.column("file").to_pylist(), table.column("error").to_pylist())]
@@ -268,35 +291,61 @@ class _PartWriter:
 
 
 # ------------------------------------------------------------- ray stages
-def _decode_one(file: str) -> tuple[bytes, int, int, str | None]:
-    """RGB pixels of one file or URI as ``(bytes, height, width, None)``, or ``(b"", 0, 0, error)``."""
-    from .transform import ImageDecodeError, load_image
+def _decode_one(file: str) -> tuple[DecodedImage | None, str | None, str | None]:
+    """``(DecodedImage, None, None)`` for one file or URI (up to ``MAX_FRAMES`` frames), or
+    ``(None, error, error_code)``."""
+    from .transform import ImageDecodeError, decode_image, read_file
 
     try:
         if _is_uri(file):
             import fsspec
 
             with fsspec.open(file, "rb") as fh:
-                image = load_image(fh.read())
+                data = fh.read()
         else:
-            image = load_image(file)
-    except ImageDecodeError as exc:  # the messages of FeatureExtractor, so error rows match ``predict``
-        return b"", 0, 0, str(exc)
+            data = read_file(file)
+        return decode_image(data, MAX_FRAMES), None, None
+    except ImageDecodeError as exc:  # the messages and codes of FeatureExtractor, so error rows match ``predict``
+        return None, str(exc), exc.code
     except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
-        return b"", 0, 0, f"could not read image: {type(exc).__name__}: {exc}"
-    arr = np.asarray(image, dtype=np.uint8)
-    return arr.tobytes(), arr.shape[0], arr.shape[1], None
+        return None, f"could not read image: {type(exc).__name__}: {exc}", "unreadable"
 
 
 def _decode_batch(batch: "pa.Table") -> "pa.Table":
-    """Ray task: file keys -> RGB pixels (``uint8`` bytes + height, width) or an error message."""
+    """Ray task: file keys -> RGB frames (``uint8`` bytes, one per judged frame, with their sizes and
+    indices) and the input facts as JSON, or an error message and code."""
     import pyarrow as pa
 
-    files = batch.column("file").to_pylist()
-    pixels, heights, widths, errors = zip(*map(_decode_one, files)) if files else ((), (), (), ())
-    return pa.table({"file": pa.array(files, pa.string()), "pixels": pa.array(pixels, pa.large_binary()),
-                     "height": pa.array(heights, pa.int32()), "width": pa.array(widths, pa.int32()),
-                     "error": pa.array(errors, pa.string())})
+    columns: dict[str, list[Any]] = {k: [] for k in ("frames", "heights", "widths", "indices", "facts", "error",
+                                                       "error_code")}
+    for file in batch.column("file").to_pylist():
+        decoded, error, code = _decode_one(file)
+        frames = decoded.frames if decoded else []
+        columns["frames"].append([f.tobytes() for f in frames])
+        columns["heights"].append([f.height for f in frames])
+        columns["widths"].append([f.width for f in frames])
+        columns["indices"].append(decoded.frame_indices if decoded else [])
+        columns["facts"].append(json.dumps(decoded.facts.to_json()) if decoded else None)
+        columns["error"].append(error)
+        columns["error_code"].append(code)
+    ints = pa.list_(pa.int32())
+    return pa.table({"file": batch.column("file"), "walked": batch.column("walked"),
+                     "frames": pa.array(columns["frames"], pa.list_(pa.large_binary())),
+                     "heights": pa.array(columns["heights"], ints), "widths": pa.array(columns["widths"], ints),
+                     "indices": pa.array(columns["indices"], ints), "facts": pa.array(columns["facts"], pa.string()),
+                     "error": pa.array(columns["error"], pa.string()),
+                     "error_code": pa.array(columns["error_code"], pa.string())})
+
+
+def _decoded(frames: list[bytes], heights: list[int], widths: list[int], indices: list[int],
+             facts: str) -> DecodedImage:
+    """The :class:`~attribution.transform.DecodedImage` a decode task sent (frames rebuilt from their bytes)."""
+    from PIL import Image
+
+    from .outputs import ImageFacts
+
+    images = [Image.frombytes("RGB", (w, h), data) for data, h, w in zip(frames, heights, widths)]
+    return DecodedImage(images, list(indices), ImageFacts(**json.loads(facts)))
 
 
 class BatchAttributor:
@@ -324,7 +373,7 @@ class BatchAttributor:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _attribute(self, images: list[np.ndarray]) -> list[Any]:
+    def _attribute(self, images: list[DecodedImage]) -> list[Any]:
         """Outputs for ``images``; if the batch fails, one image at a time, so a failure stays on its row."""
         from .outputs import AttributionOutput
 
@@ -336,7 +385,8 @@ class BatchAttributor:
                 try:
                     outputs += self.attributor([image])
                 except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
-                    outputs.append(AttributionOutput(None, error=f"attribution failed: {type(exc).__name__}: {exc}"))
+                    outputs.append(AttributionOutput(None, error=f"attribution failed: {type(exc).__name__}: {exc}",
+                                                     error_code="unreadable"))
             return outputs
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
@@ -344,20 +394,22 @@ class BatchAttributor:
 
         from .outputs import AttributionOutput
 
-        files = batch.column("file").to_pylist()
-        errors = batch.column("error").to_pylist()
-        ok = [i for i, e in enumerate(errors) if e is None]
-        pixels = batch.column("pixels")
-        heights, widths = batch.column("height").to_pylist(), batch.column("width").to_pylist()
-        images = [np.frombuffer(pixels[i].as_buffer(), np.uint8).reshape(heights[i], widths[i], 3) for i in ok]
+        data = batch.to_pydict()
+        ok = [i for i, e in enumerate(data["error"]) if e is None]
+        images = [_decoded(data["frames"][i], data["heights"][i], data["widths"][i], data["indices"][i],
+                           data["facts"][i]) for i in ok]
         results = dict(zip(ok, self._attribute(images)))
         schema = output_schema()
         rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-        for i, file in enumerate(files):
-            row = (results.get(i) or AttributionOutput(file, error=errors[i])).to_json()  # the predict --json object
+        for i, file in enumerate(data["file"]):
+            out = results.get(i) or AttributionOutput(
+                file, error=data["error"][i], error_code=data["error_code"][i],
+                skipped=bool(data["walked"][i]) and data["error_code"][i] == "not_an_image")
+            row = out.to_json()  # the predict --json object
             row["file"] = file
-            if "scores" in row:
-                row["scores"] = json.dumps(row["scores"], ensure_ascii=False)
+            for name in JSON_COLUMNS:
+                if name in row:
+                    row[name] = json.dumps(row[name], ensure_ascii=False)
             for name in schema.names:
                 rows[name].append(row.get(name))
         return pa.Table.from_pydict(rows, schema=schema)
@@ -438,7 +490,8 @@ def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str
     ray = require_ray()
     import pyarrow as pa
 
-    files = list_inputs(inputs)
+    walked = _input_files(inputs)
+    files = list(walked)
     if not files:
         raise ValueError(f"no image files found in {', '.join(inputs)}")
     out_dir = _prepare_output(Path(output))
@@ -458,7 +511,9 @@ def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str
         level, _ = data_logger.level, data_logger.setLevel(logging.ERROR if quiet else logging.INFO)
         try:
             block = max(1, min(batch_size, -(-len(todo) // (4 * workers))))  # small blocks: streaming and balance
-            tables = [pa.table({"file": pa.array(todo[i:i + block], pa.string())}) for i in range(0, len(todo), block)]
+            tables = [pa.table({"file": pa.array(todo[i:i + block], pa.string()),
+                                "walked": pa.array([walked[f] for f in todo[i:i + block]], pa.bool_())})
+                      for i in range(0, len(todo), block)]
             ds = ray.data.from_arrow(tables)
             ds = ds.map_batches(_decode_batch, batch_format="pyarrow", batch_size=None,
                                 num_cpus=DECODE_CPUS if cpus_per_worker != DECODE_CPUS else DECODE_CPUS / 2)
@@ -520,15 +575,15 @@ def add_batch_parser(subparsers: Any) -> None:
 
 
 def iter_rows(output: str | os.PathLike) -> Iterable[dict[str, Any]]:
-    """Rows of a batch output in ``predict --json`` form (``scores`` parsed back to a dict)."""
+    """Rows of a batch output in ``predict --json`` form (JSON columns parsed back; fields a row does not
+    have, e.g. those of older part files, left out)."""
     import pyarrow.parquet as pq
 
     output = Path(output)
     for part in [output] if output.is_file() else _parts(output):
         for row in pq.read_table(part, schema=output_schema()).to_pylist():
-            if row["error"] is not None:
-                yield {"file": row["file"], "error": row["error"]}
-                continue
-            row = {k: v for k, v in row.items() if k != "error" and (k != "note" or v)}
-            row["scores"] = json.loads(row["scores"])
+            row = {k: v for k, v in row.items() if v is not None and not (k in ("note", "skipped") and not v)}
+            for name in JSON_COLUMNS:
+                if name in row:
+                    row[name] = json.loads(row[name])
             yield row

@@ -5,6 +5,7 @@ The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json``
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 from .backbones import DEFAULT_BACKBONE
 from .batch import add_batch_parser
-from .transform import find_images
+from .constants import MIN_IMAGE_SIZE
+from .transform import InputFile, find_inputs
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
@@ -33,9 +35,9 @@ def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
     return update
 
 
-def expand_inputs(paths: Sequence[str]) -> list[str]:
-    """Files as given; folders expanded recursively to their image files (sorted)."""
-    return [str(p) for p in find_images(paths)]
+def expand_inputs(paths: Sequence[str]) -> list[InputFile]:
+    """Files as given; folders walked recursively (every non-hidden file, sorted, judged by content)."""
+    return find_inputs(paths)
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -61,27 +63,32 @@ def _with_provenance(row: dict[str, Any], reader) -> dict[str, Any]:
 def _load(args: argparse.Namespace):
     from .pipeline import Attributor
 
-    return Attributor.from_pretrained(args.zoo, device=args.device, batch_size=args.batch_size)
+    return Attributor.from_pretrained(args.zoo, device=args.device, batch_size=args.batch_size,
+                                      min_size=args.min_size)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Lines are written (and flushed) as each batch is done, in input order; exit 1 when an image failed
+    (files found by walking a folder that are no image are skipped rows and do not count)."""
     provenance = _provenance_reader(args) if args.json and not args.no_provenance else None
     attributor = _load(args)
     files = expand_inputs(args.paths)
-    outputs = attributor(files, progress=_progress("predict", args.quiet), nearest=args.nearest)
-    if args.json:
-        for out in outputs:
-            _emit(_with_provenance(out.to_json(), provenance))
-    else:
-        width = max([len(o.file or "") for o in outputs] + [4])
-        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'synthetic score':>15}  {'unknown score':>13}  reason")
-        for o in outputs:
-            if o.error:
-                print(f"{o.file:<{width}}  ERROR: {o.error}")
-            else:
-                conf, synthetic = max(o.scores.values()), "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
-                print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {synthetic:>15}  {o.unknown_score:>13.4f}  {o.reason}")
-    return 1 if any(o.error for o in outputs) else 0
+    failed = False
+    if not args.json:
+        width = max([len(str(Path(f).resolve())) for f in files] + [4])
+        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'synthetic score':>15}  {'unknown score':>13}  reason",
+              flush=True)
+    for o in attributor.stream(files, progress=_progress("predict", args.quiet), nearest=args.nearest):
+        failed |= o.error is not None and not o.skipped
+        if args.json:
+            _emit(_with_provenance(o.to_json(), provenance))
+        elif o.error:
+            print(f"{o.file:<{width}}  {'SKIPPED' if o.skipped else 'ERROR'} ({o.error_code}): {o.error}", flush=True)
+        else:
+            conf, synthetic = max(o.scores.values()), "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
+            print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {synthetic:>15}  {o.unknown_score:>13.4f}  {o.reason}",
+                  flush=True)
+    return 1 if failed else 0
 
 
 def cmd_provenance(args: argparse.Namespace) -> int:
@@ -120,14 +127,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             rate = o.false_match_rate_at_score
             rate = "" if rate is None else f"  false-match rate at this score={rate:.4f}"
             print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}{rate}")
-    return 1 if any(o.error for o in outputs) else 0
+    return 1 if any(o.error and not (f.walked and o.error_code == "not_an_image") for f, o in zip(files, outputs)) else 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .whitebox import WhiteBoxVerifier
 
     verifier = WhiteBoxVerifier.from_pretrained(args.pipeline, steps=args.steps)
-    own = expand_inputs(args.images) if args.images else None
+    own = [str(f) for f in expand_inputs(args.images)] if args.images else None
     verifier.calibrate(own, n_samples=args.n_samples, progress=_progress("calibrate", args.quiet))
     path = verifier.save_calibration(args.out or args.pipeline)
     print(json.dumps({"calibration": str(Path(path).resolve()), "threshold": float(verifier.offset_),
@@ -156,7 +163,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
               f"({result.closest_class_share:.0%} of the images)"
               + ("" if refused else f" -> head {Path(result.saved_to).name!r} ({result.saved_to})"))
     for f, e in result.errors.items():
-        print(f"  skipped {f}: {e}", file=sys.stderr)
+        print(f"warning: skipped {f} ({result.error_codes[f]}): {e}", file=sys.stderr)
     if result.warning:
         print(f"warning: {result.warning}" + ("; not saved (--force saves it anyway)" if refused else ""),
               file=sys.stderr)
@@ -173,10 +180,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
     backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
     head = OpenSetHead(n_components=args.n_components, synthetic_columns=forensic_columns(backbone))
-    head, summary = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
-                               batch_size=args.batch_size)
-    out = zoo.save_pretrained(args.out, head, backbone.config(), name=Path(args.out).name, training=summary)
-    print(json.dumps({"saved_to": str(out.resolve()), "classes": head.classes_, **summary}))
+    result = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
+                        batch_size=args.batch_size)
+    for f, e in result.skipped.items():
+        print(f"warning: skipped {f}: {e}", file=sys.stderr)
+    out = zoo.save_pretrained(args.out, result.head, backbone.config(), hashes=result.hashes,
+                              name=Path(args.out).name, training=result.summary)
+    print(json.dumps({"saved_to": str(out.resolve()), "classes": result.head.classes_, **result.summary}))
     return 0
 
 
@@ -206,9 +216,46 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     elif args.zoo_command == "show":
         folder = zoo.resolve(args.ref)
         config = zoo.read_config(folder)
-        print(json.dumps({"path": str(folder), **{k: v for k, v in config.items() if k != "head_state"}}, indent=2))
+        hashes = zoo.read_hashes(folder)
+        print(json.dumps({"path": str(folder), **{k: v for k, v in config.items() if k != "head_state"},
+                          "duplicate_index": len(hashes) if hashes is not None else None}, indent=2))
+    elif args.zoo_command == "index":
+        return _index(args)
     elif args.zoo_command == "push":
         print(zoo.push_to_hub(args.ref, args.repo_id, token=args.token, private=args.private))
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    """``zoo index``: (re)build a head's duplicate index from the data it was trained on; enrolled classes'
+    entries are kept."""
+    from .duplicates import index_files
+    from .training import list_dataset
+    from . import zoo
+
+    folder = zoo.resolve(args.ref)
+    head, config = zoo.load_head(folder)
+    enrolled = set(config.get("enrolled", {}))
+    root = Path(args.data)
+    files, labels = list_dataset(root)
+    keep = [(f, y) for f, y in zip(files, labels) if y in head.classes_ and y not in enrolled
+            and not any(fnmatch.fnmatch(Path(f).relative_to(root).as_posix(), p) for p in args.exclude)]
+    hashes, skipped = index_files([f for f, _ in keep], [y for _, y in keep], root)
+    for f, e in skipped.items():
+        print(f"warning: skipped {f}: {e}", file=sys.stderr)
+    old = zoo.read_hashes(folder)
+    hashes = hashes.extended(e for e in (old.entries if old else []) if e["class"] in enrolled)
+    counts: dict[str, int] = {}
+    for e in hashes.entries:
+        counts[e["class"]] = counts.get(e["class"], 0) + 1
+    trained = config.get("training", {}).get("class_counts", {})
+    for label, n in trained.items():
+        if counts.get(label, 0) != n:
+            print(f"warning: {label}: {counts.get(label, 0)} images indexed, the head was trained on {n}",
+                  file=sys.stderr)
+    zoo.save_hashes(folder, hashes)
+    print(json.dumps({"saved_to": str((folder / zoo.HASHES_NAME).resolve()), "n_images": len(hashes),
+                      "class_counts": counts, "skipped_files": len(skipped)}))
     return 0
 
 
@@ -227,8 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--c2pa-trust-anchors", default=None, metavar="PEM",
                        help="CA certificates (PEM) whose C2PA signers count as trusted; without it none does")
 
+    def min_size(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--min-size", type=int, default=MIN_IMAGE_SIZE,
+                       help=f"smallest short side judged, in px (default {MIN_IMAGE_SIZE}); smaller: a too_small error")
+
     p = sub.add_parser("predict", help="attribute images: real, a known generator or unknown")
     common(p)
+    min_size(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--nearest", type=int, default=0, help="also list the K nearest known exemplars")
     p.add_argument("--no-provenance", action="store_true",
@@ -245,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="was each image made by this model?")
     common(p)
+    min_size(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--model", help="a class of the head (black-box)")
     target.add_argument("--whitebox", help="diffusers pipeline or VAE folder / Hub id (white-box)")
@@ -256,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("enroll", help="add a generator from a few of its images; writes a new head")
     common(p)
+    min_size(p)
     p.add_argument("--name", required=True, help="generator name, e.g. midjourney_v6")
     p.add_argument("--out", default=None,
                    help="folder of the new head (default: the user zoo, named <base head>-with-<generator>)")
@@ -303,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.add_parser("list")
     s = zsub.add_parser("show")
     s.add_argument("ref")
+    s = zsub.add_parser("index", help="(re)build a head's duplicate index from its training data")
+    s.add_argument("ref", help="head name or folder (written in place)")
+    s.add_argument("--data", required=True, help="the folder-per-class dataset the head was trained on")
+    s.add_argument("--exclude", nargs="*", default=[], help="glob patterns of data files (relative to --data) "
+                                                            "the head was not trained on, e.g. 'real/new__*'")
     s = zsub.add_parser("push")
     s.add_argument("ref")
     s.add_argument("repo_id")

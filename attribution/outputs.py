@@ -1,8 +1,33 @@
 """Result dataclasses; their ``to_json`` is the CLI's public JSON contract (extend it, never break it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+@dataclass
+class ImageFacts:
+    """What an input is, read while decoding it (the ``predict --json`` input facts).
+
+    ``width`` x ``height`` in px after EXIF rotation; ``format`` as Pillow names it (``JPEG``, ``PNG``,
+    ``HEIF``, ``AVIF``...); ``frames`` in the file; ``has_alpha`` for any transparency (flattened on
+    white before judging); ``bit_depth`` per channel of the decoded mode; ``grayscale`` when the file is
+    grey or all its pixels are (R = G = B); ``pixel_sha256`` of frame 0's RGB bytes after EXIF rotation
+    and alpha flattening (no header, so a lossless re-encode keeps it).
+    """
+
+    width: int
+    height: int
+    format: str | None
+    frames: int
+    has_alpha: bool
+    bit_depth: int
+    grayscale: bool
+    exif_orientation_applied: bool
+    pixel_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -16,6 +41,12 @@ class AttributionOutput:
     on and real below ``real_threshold``; ``unknown_score`` (0-1) against ``threshold`` decides whether
     a synthetic image is from a known generator. The synthetic fields are ``None`` for heads without
     a synthetic probe.
+
+    ``error_code`` is one of :data:`attribution.transform.ERROR_CODES`; ``skipped`` marks a file found by
+    walking a folder whose bytes are no image (it does not fail a run). ``frames_judged`` lists
+    ``{index, label, scores}`` per frame of an animated input (the row's own fields aggregate them);
+    ``duplicate_of`` is ``{class, id, match, distance}`` when the image is (nearly) one of the head's
+    training or enrolled images.
     """
 
     file: str | None
@@ -31,10 +62,16 @@ class AttributionOutput:
     note: str | None = None
     nearest: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    error_code: str | None = None
+    skipped: bool = False
+    facts: ImageFacts | None = None
+    frames_judged: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_of: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"file": self.file, "error": self.error}
+            out = {"file": self.file, "error": self.error, "error_code": self.error_code}
+            return {**out, "skipped": True} if self.skipped else out
         out = {"file": self.file, "label": self.label, "known": self.known, "scores": self.scores,
                "unknown_score": self.unknown_score, "threshold": self.threshold, "reason": self.reason,
                "synthetic_score": self.synthetic_score, "synthetic_threshold": self.synthetic_threshold,
@@ -43,6 +80,12 @@ class AttributionOutput:
             out["note"] = self.note
         if self.nearest:
             out["nearest"] = self.nearest
+        if self.facts is not None:
+            out.update(self.facts.to_json())
+        if self.frames_judged:
+            out["frames_judged"] = self.frames_judged
+        if self.duplicate_of:
+            out["duplicate_of"] = self.duplicate_of
         return out
 
 
@@ -60,10 +103,11 @@ class VerificationOutput:
     note: str | None = None
     error: str | None = None
     false_match_rate_at_score: float | None = None  # share of other sources' images scoring at least this high
+    error_code: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"file": self.file, "model": self.model, "error": self.error}
+            return {"file": self.file, "model": self.model, "error": self.error, "error_code": self.error_code}
         out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
         if self.false_match_rate_at_score is not None:
@@ -75,8 +119,9 @@ class VerificationOutput:
 
 @dataclass
 class EnrollmentOutput:
-    """What an enrollment did: the label added, how many images it used, per-file errors, and how
-    separable the new generator is (see :func:`attribution.enrollment.enrollment_report`)."""
+    """What an enrollment did: the label added, how many images it used, per-file errors (``errors`` maps a
+    file to its error text, ``error_codes`` the same files to their stable codes), and how separable the
+    new generator is (see :func:`attribution.enrollment.enrollment_report`)."""
 
     name: str
     n_images: int
@@ -88,11 +133,13 @@ class EnrollmentOutput:
     closest_class: str | None = None
     closest_class_share: float | None = None
     warning: str | None = None
+    error_codes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
-               "errors": self.errors, "saved_to": self.saved_to, "expected_recall": self.expected_recall,
-               "closest_class": self.closest_class, "closest_class_share": self.closest_class_share}
+               "errors": self.errors, "error_codes": self.error_codes, "saved_to": self.saved_to,
+               "expected_recall": self.expected_recall, "closest_class": self.closest_class,
+               "closest_class_share": self.closest_class_share}
         if self.warning:
             out["warning"] = self.warning
         return out

@@ -1,10 +1,13 @@
 """Image decoding (pixels only) and the preprocessing that travels with a backbone."""
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
+import stat
 import warnings
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Union
@@ -13,13 +16,30 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .constants import IMAGE_EXTENSIONS, INCEPTION_MEAN, INCEPTION_STD, MAX_IMAGE_PIXELS
+from .constants import INCEPTION_MEAN, INCEPTION_STD, MAX_FILE_BYTES, MAX_IMAGE_PIXELS
+from .outputs import ImageFacts
+
+try:  # HEIC / HEIF (iPhone photos); AVIF is Pillow's own (>= 11.3)
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - then HEIC files get an unsupported_format error
+    pass
+else:
+    register_heif_opener()
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
+ERROR_CODES = ("not_an_image", "unsupported_format", "truncated", "empty_file", "too_large", "too_small",
+               "not_found", "unreadable")
+
+
 class ImageDecodeError(ValueError):
-    """An input that cannot be turned into RGB pixels; the message says why."""
+    """An input that cannot be turned into RGB pixels; the message says why, ``code`` (one of
+    :data:`ERROR_CODES`) says it in a stable word."""
+
+    def __init__(self, message: str, code: str = "unreadable") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -57,16 +77,92 @@ class PreprocessCfg:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files (by extension) under ``folder``, recursively, in sorted order."""
-    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+class InputFile(os.PathLike):
+    """A path to attribute, remembering whether it was found by walking a folder (``walked``) or named by
+    the user: a walked file whose bytes are no image is skipped, a named one is an error."""
+
+    __slots__ = ("path", "walked")
+
+    def __init__(self, path: str | os.PathLike, walked: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.walked = walked
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"InputFile({self.path!r}, walked={self.walked})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, InputFile) and (self.path, self.walked) == (other.path, other.walked)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.walked))
 
 
-def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders replaced by their :func:`image_files`."""
+def walk_files(folder: str | os.PathLike) -> list[Path]:
+    """Every regular, non-hidden file under ``folder``, recursively, sorted, whatever its extension.
+
+    Names starting with ``.`` (``.DS_Store``, ``.git/``) are skipped. Symbolic links are followed once
+    every real folder has been listed, and each folder and file is listed once (by device and inode),
+    so a file reached through a link is listed under its real path when it has one, and a link loop
+    ends. A dangling link, a special file or a folder that cannot be listed is returned as it is, so
+    that it gets an error row.
+    """
+    seen: set[tuple[int, int]] = set()
     found: list[Path] = []
+    folders: deque[Path] = deque([Path(folder)])
+    links: deque[Path] = deque()  # followed after every real folder is listed
+    while folders or links:
+        if not folders:
+            link = links.popleft()
+            try:
+                st = link.stat()
+            except OSError:
+                found.append(link)  # dangling: a not_found row
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                folders.append(link)
+            elif (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                found.append(link)
+            continue
+        directory = folders.popleft()
+        try:
+            st = directory.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            found.append(directory)  # cannot be listed: an unreadable row
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_symlink():
+                    links.append(Path(entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    if (st.st_dev, st.st_ino) not in seen:  # a hard link of a listed file is not listed again
+                        seen.add((st.st_dev, st.st_ino))
+                        found.append(Path(entry.path))
+            except OSError:
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def find_inputs(paths: Iterable[str | os.PathLike]) -> list[InputFile]:
+    """Files as given (``walked=False``); folders replaced by their :func:`walk_files` (``walked=True``)."""
+    found: list[InputFile] = []
     for p in map(Path, paths):
-        found += image_files(p) if p.is_dir() else [p]
+        found += [InputFile(f, walked=True) for f in walk_files(p)] if p.is_dir() else [InputFile(p)]
     return found
 
 
@@ -77,6 +173,37 @@ def file_name(image: ImageInput) -> str | None:
     return getattr(image, "filename", None) or None
 
 
+@dataclass
+class DecodedImage:
+    """An input decoded: RGB ``frames`` (metadata dropped) at ``frame_indices`` of the file, and its facts."""
+
+    frames: list[Image.Image]
+    frame_indices: list[int]
+    facts: ImageFacts
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``; raises :class:`ImageDecodeError` (``not_found``, ``empty_file``,
+    ``too_large``, ``unreadable``) before reading anything that cannot be an image we judge."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"no such file: {path}", "not_found") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"could not read file: {type(exc).__name__}: {exc}", "unreadable") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageDecodeError(f"not a regular file: {path}", "unreadable")
+    if st.st_size == 0:
+        raise ImageDecodeError("empty file (0 bytes)", "empty_file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"file too large ({st.st_size:,} bytes; limit {MAX_FILE_BYTES:,})", "too_large")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"could not read file: {type(exc).__name__}: {exc}", "unreadable") from None
+
+
 def load_image(image: ImageInput) -> Image.Image:
     """Decode ``image`` to an RGB ``PIL.Image`` carrying no metadata.
 
@@ -84,50 +211,135 @@ def load_image(image: ImageInput) -> Image.Image:
     is applied (it is geometry, not provenance); every other chunk (EXIF, PNG text, ICC) is dropped.
     Multi-frame files give their first frame. Raises :class:`ImageDecodeError` with a clear reason.
     """
+    return decode_image(image).frames[0]
+
+
+def decode_image(image: ImageInput | DecodedImage, max_frames: int = 1) -> DecodedImage:
+    """Decode ``image`` (as :func:`load_image` takes it) to up to ``max_frames`` evenly spaced RGB frames
+    (first and last included) plus its :class:`~attribution.outputs.ImageFacts`.
+
+    Raises :class:`ImageDecodeError`; its ``code`` is one of :data:`ERROR_CODES`.
+    """
+    if isinstance(image, DecodedImage):
+        return image
     if isinstance(image, Image.Image):
-        return _to_rgb(image)
+        return _decode(image, max_frames)
     if isinstance(image, np.ndarray):
-        return _array_to_image(image)
+        return _decode(_array_to_image(image), max_frames)
     if isinstance(image, (bytes, bytearray)):
         if not image:
-            raise ImageDecodeError("empty input (0 bytes)")
-        return _open(io.BytesIO(image), "<bytes>")
-    path = Path(image)
-    if not path.is_file():
-        raise ImageDecodeError(f"no such file: {path}")
-    if path.stat().st_size == 0:
-        raise ImageDecodeError("empty file (0 bytes)")
-    with path.open("rb") as fh:
-        return _open(fh, str(path))
+            raise ImageDecodeError("empty input (0 bytes)", "empty_file")
+        return _open(bytes(image), max_frames)
+    return _open(read_file(image), max_frames)
 
 
-def _open(fh: Any, name: str) -> Image.Image:
+def frame_indices(n_frames: int, max_frames: int) -> list[int]:
+    """Up to ``max_frames`` evenly spaced frame indices of ``n_frames``, first and last included."""
+    k = max(1, min(n_frames, max_frames))
+    return sorted({round(i * (n_frames - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+
+
+def _sniff(data: bytes) -> tuple[str, str]:
+    """``(error code, format name)`` for bytes Pillow could not identify: an image format it cannot
+    decode (``unsupported_format``), a format it knows cut short (``truncated``), or no image at all."""
+    head = data[:64]
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "unsupported_format", "HEIF/AVIF (needs pillow-heif and Pillow >= 11.3)"
+    for sig, name in _UNSUPPORTED_SIGNATURES:
+        if head.startswith(sig):
+            return "unsupported_format", name
+    if b"<svg" in data[:1024].lower():
+        return "unsupported_format", "SVG (vector)"
+    if head.startswith(_SUPPORTED_SIGNATURES):
+        return "truncated", ""
+    return "not_an_image", ""
+
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+_UNSUPPORTED_SIGNATURES = ((b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+                           (b"\x00\x00\x00\x18ftypcrx ", "Canon CR3 raw"), (b"FUJIFILMCCD-RAW", "Fujifilm raw"),
+                           (b"IIRO", "Olympus raw"), (b"IIU\x00", "Panasonic raw"), (b"\x76\x2f\x31\x01", "OpenEXR"),
+                           (b"#?RADIANCE", "Radiance HDR"))
+_SUPPORTED_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+
+
+def _open(data: bytes, max_frames: int) -> DecodedImage:
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)")
-                im.seek(0)
-                im.load()
-                return _to_rgb(im)
+                    raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)", "too_large")
+                return _decode(im, max_frames)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image too large (decompression bomb guard): {exc}") from None
+        raise ImageDecodeError(f"image too large (decompression bomb guard): {exc}", "too_large") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format") from None
+        code, name = _sniff(data)
+        if code == "unsupported_format":
+            raise ImageDecodeError(f"image format not supported: {name}", code) from None
+        if code == "truncated":
+            raise ImageDecodeError("corrupt or truncated image: its header cannot be read", code) from None
+        raise ImageDecodeError("not a recognised image format", code) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}", "truncated") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_ROTATED = range(2, 9)  # EXIF orientations other than "as stored"
+
+
+def _decode(im: Image.Image, max_frames: int) -> DecodedImage:
+    """Frames and facts of an open image (pixels are decoded here)."""
+    n_frames = int(getattr(im, "n_frames", 1) or 1)
+    mode = im.mode
+    has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
+    rotate = im.getexif().get(0x0112, 1) in _ROTATED
+    rotated_by_decoder = im.info.get("original_orientation") in _ROTATED  # pillow-heif applies it itself
+    bit_depth = _bit_depth(im)
+    indices = frame_indices(n_frames, max_frames)
+    frames = []
+    for index in indices:
+        if n_frames > 1:
+            im.seek(index)
+        im.load()
+        frames.append(_to_rgb(ImageOps.exif_transpose(im) if rotate else im))
+    first = frames[0]
+    facts = ImageFacts(width=first.width, height=first.height, format=im.format, frames=n_frames,
+                       has_alpha=has_alpha, bit_depth=bit_depth, grayscale=mode in _GRAY_MODES or _is_gray(first),
+                       exif_orientation_applied=rotate or rotated_by_decoder,
+                       pixel_sha256=hashlib.sha256(first.tobytes()).hexdigest())
+    return DecodedImage(frames, indices, facts)
+
+
+def _bit_depth(im: Image.Image) -> int:
+    """Bits per channel: the decoder's own figure (HEIF, AVIF) or the raw mode's (``RGB;16B`` is 16)."""
+    if isinstance(im.info.get("bit_depth"), int):
+        return im.info["bit_depth"]
+    if im.mode == "1":
+        return 1
+    if im.mode in ("I", "F"):
+        return 32
+    raw = [t.args for t in getattr(im, "tile", None) or [] if isinstance(getattr(t, "args", None), str)]
+    return 16 if im.mode.startswith("I;16") or any(";16" in r for r in raw) else 8
+
+
+def _is_gray(rgb: Image.Image) -> bool:
+    """Whether every pixel has R = G = B (a sparse grid is checked first, so colour images exit early)."""
+    a = np.asarray(rgb)
+    for view in (a[::16, ::16], a):
+        if not ((view[..., 0] == view[..., 1]).all() and (view[..., 1] == view[..., 2]).all()):
+            return False
+    return True
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    im = ImageOps.exif_transpose(im) if "exif" in im.info or im.getexif() else im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
         hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -146,12 +358,12 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ImageDecodeError(f"array must be (H, W), (H, W, 3) or (H, W, 4); got {arr.shape}")
+        raise ImageDecodeError(f"array must be (H, W), (H, W, 3) or (H, W, 4); got {arr.shape}", "unsupported_format")
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
             arr = arr * 255.0
         arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return _to_rgb(Image.fromarray(arr))
+    return Image.fromarray(arr)
 
 
 def _crop_boxes(w: int, h: int, size: int, n: int) -> list[tuple[int, int, int, int]]:

@@ -214,7 +214,7 @@ class WhiteBoxVerifier:
             try:
                 result = self.verify([image])[0]
             except ImageDecodeError as exc:
-                out.error = str(exc)
+                out.error, out.error_code = str(exc), exc.code
             else:
                 out.score, out.match, out.threshold = round(result.score - result.threshold, 6), result.match, 0.0
                 out.note = f"reconstruction loss {result.loss:.6f} after {self.steps} steps ({result.seconds:.1f} s)"

@@ -1,4 +1,5 @@
-"""The zoo: attribution heads stored as Hugging Face model repos (``config.json``, ``model.safetensors``, ``README.md``).
+"""The zoo: attribution heads stored as Hugging Face model repos (``config.json``, ``model.safetensors``, ``README.md``,
+optionally ``exemplar_hashes.json``, the duplicate index).
 
 One resolver for every reference: a head name in the shipped ``zoo/`` or the user zoo (shipped first:
 a user head can never shadow a shipped one, and saving one under a shipped name is refused), a
@@ -22,7 +23,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .constants import CARD_NAME, CONFIG_NAME, DEFAULT_ZOO_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from .constants import CARD_NAME, CONFIG_NAME, DEFAULT_ZOO_NAME, FORMAT_VERSION, HASHES_NAME, WEIGHTS_NAME
+from .duplicates import ExemplarHashes
 from .heads import HEADS, BaseHead
 from .names import validate_head_name
 
@@ -32,6 +34,7 @@ LOCAL_PREFIX = "local-dir:"
 REQUIRED_KEYS = {"format_version": int, "head": str, "head_params": dict, "head_state": dict,
                  "backbone": str, "layers": list, "preprocess_cfg": dict, "classes": list}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+HEAD_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HASHES_NAME]  # what a head is, on the Hub too
 
 
 class ZooError(RuntimeError):
@@ -96,8 +99,7 @@ def _download(repo: str) -> Path:
 
     repo_id, _, revision = repo.partition("@")
     try:
-        folder = snapshot_download(repo_id, revision=revision or None,
-                                   allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=HEAD_FILES)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         raise ZooError(f"could not fetch {HUB_PREFIX}{repo} from the Hugging Face Hub or its cache: {exc}") from None
     return Path(folder)
@@ -155,6 +157,21 @@ def load_head(ref: str | os.PathLike | None = None) -> tuple[BaseHead, dict[str,
     if list(getattr(head, "classes_", [])) != config["classes"]:
         raise ZooError(f"{folder}: classes in {CONFIG_NAME} do not match the head state")
     return head, config
+
+
+def read_hashes(folder: Path) -> ExemplarHashes | None:
+    """The head's duplicate index (``exemplar_hashes.json``, JSON only), or ``None`` for a head without one.
+
+    Raises ``ZooError`` for a file that is not a valid index.
+    """
+    path = folder / HASHES_NAME
+    if not path.is_file():
+        return None
+    try:
+        return ExemplarHashes.from_bytes(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ZooError(f"unreadable {HASHES_NAME} in {folder}: {exc} (delete it to go on without duplicate "
+                       "look-ups)") from None
 
 
 # -------------------------------------------------------------------- saving
@@ -243,10 +260,20 @@ def _swap(new: Path, folder: Path) -> None:
 
 
 def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any],
-                    **extra: Any) -> Path:
-    """Build the config for ``head`` and save it (the one call the CLI and the app use)."""
+                    hashes: ExemplarHashes | None = None, **extra: Any) -> Path:
+    """Build the config for ``head`` and save it, with its duplicate index when given (the one call the CLI
+    and the app use)."""
     config = build_config(head, backbone_config, **extra)
-    return save_head(folder, head, config, card=model_card(config))
+    files = {HASHES_NAME: hashes.to_bytes()} if hashes is not None else None
+    return save_head(folder, head, config, card=model_card(config), extra_files=files)
+
+
+def save_hashes(ref: str | os.PathLike, hashes: ExemplarHashes) -> Path:
+    """Write ``hashes`` as the duplicate index of the head at ``ref`` (a folder), atomically, under its lock."""
+    folder = Path(ref)
+    with head_lock(folder):
+        head, config = load_head(folder)
+        return save_head(folder, head, config, extra_files={HASHES_NAME: hashes.to_bytes()})
 
 
 # --------------------------------------------------------------- listing, hub
@@ -298,7 +325,7 @@ def push_to_hub(ref: str | os.PathLike, repo_id: str, token: str | None = None, 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                             allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, "*.png", "*.jpg"])
+                             allow_patterns=[*HEAD_FILES, "*.png", "*.jpg"])
     return str(getattr(info, "commit_url", info))
 
 

@@ -104,6 +104,9 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
     for key, value in row.items():
         if key not in _PLACED and isinstance(value, (str, int, float, bool)):
             lines.append(f"- {md(key.replace('_', ' '))}: {_number(value)}")
+    if row.get("frames_judged"):
+        lines.append("\nFrames judged: " + ", ".join(f"frame {f['index']}: {code(display(f['label'], names))}"
+                                                   for f in row["frames_judged"]))
     if row.get("note"):
         lines.append(f"\n*Note: {md(row['note'])}*")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ NEAREST = 4  # most similar known examples shown for one image in the browser
 THUMBNAIL = 160
 QUEUE_SIZE = 64
 CONCURRENCY = 2  # default per event; model work shares one group of 1 (2 CPU cores are enough for one forward)
-UPLOAD_TYPES = ["image", ".zip"]
+UPLOAD_TYPES = ["image", ".heic", ".heif", ".avif", ".zip"]  # browsers do not list HEIC/AVIF as images
 
 
 def env_flag(name: str) -> bool:

@@ -10,8 +10,9 @@ Measures, on one local Ray cluster started once:
   images as workers (the fixed cost: actor start, model load, pipeline set-up); the difference
   gives the steady-state rate ``(n - w) / (t_n - t_w)``;
 - the per-image cost in this process with one torch thread (what one CPU worker pays per image:
-  decode, preprocessing, backbone and head), the decode share (Ray decode tasks), the hashing and
-  cropping share (done in the model worker, on its CPU threads even when the model is on a GPU),
+  decode, preprocessing, backbone and head), the decode share (Ray decode tasks: decoding, input facts
+  and the pixel hash), the perceptual hashing and cropping share (done in the model worker, on its CPU
+  threads even when the model is on a GPU),
   and the backbone's GFLOPs per image (torch's FLOP counter): the basis of the GPU estimate in
   ``docs/scale-out.md``.
 """
@@ -63,17 +64,17 @@ def in_process_cost(files: list[str], head: str, batch_size: int) -> dict[str, f
     from torch.utils.flop_counter import FlopCounterMode
 
     from attribution import Attributor, load_image
-
-    from attribution.features import pixel_key
+    from attribution.duplicates import perceptual_hash
+    from attribution.transform import decode_image
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    decoded = [load_image(f) for f in files]
+    decoded = [decode_image(f).frames[0] for f in files]
     decode = (time.perf_counter() - start) / len(files)
     attributor = Attributor.from_pretrained(head, device="cpu", batch_size=batch_size)
     start = time.perf_counter()
     for image in decoded:  # the CPU work a model worker does per image before the backbone
-        pixel_key(image)
+        perceptual_hash(image)
         attributor.backbone.transform(image)
     prep = (time.perf_counter() - start) / len(files)
     del decoded

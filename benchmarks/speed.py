@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from attribution import Attributor  # noqa: E402
-from attribution.transform import find_images  # noqa: E402
-from attribution.transform import load_image  # noqa: E402
+from attribution.constants import IMAGE_EXTENSIONS  # noqa: E402
+from attribution.transform import load_image, walk_files  # noqa: E402
 
 
 def pick_images(data: Path, n: int) -> list[Path]:
-    files = find_images([data]) if data.is_dir() else []
+    files = [f for f in walk_files(data) if f.suffix.lower() in IMAGE_EXTENSIONS] if data.is_dir() else []
     if len(files) < n:
         from PIL import Image
 

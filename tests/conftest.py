@@ -60,3 +60,24 @@ def with_png_chunks(png: bytes, *chunks: bytes) -> bytes:
     """``png`` with ``chunks`` (from :func:`png_chunk`) inserted right after IHDR; the pixels are untouched."""
     ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
     return png[:ihdr_end] + b"".join(chunks) + png[ihdr_end:]
+
+
+def stub_attributor(batch_size: int = 4, size: int = 256, n_crops: int = 5, **kwargs):
+    """An Attributor whose backbone is real preprocessing (crops) plus per-channel mean and std pooling:
+    the decode / crop / batch pipeline at full cost, the network at almost none. Its head knows two
+    classes of synthetic images."""
+    import torch
+
+    from attribution import Attributor, OpenSetHead
+    from attribution.backbones.base import Backbone
+    from attribution.transform import PreprocessCfg
+
+    class PoolBackbone(Backbone):
+        def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+            return [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+
+    backbone = PoolBackbone("pool:test", ["mean", "std"], PreprocessCfg(size=size, n_crops=n_crops), device="cpu")
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(m, 1, (30, 6)) for m in (0, 3)])
+    head = OpenSetHead(n_components=4).fit(X, ["real"] * 30 + ["gen"] * 30)
+    return Attributor(backbone, head, {}, batch_size=batch_size, **kwargs)

@@ -60,11 +60,16 @@ def images(tmp_path_factory):
     for i in range(N_IMAGES):
         sub = ("", "nested", "nested/deeper")[i % 3]
         fmt, ext = (("JPEG", "jpg") if i % 4 == 0 else ("PNG", "png"))
-        make_image(folder / sub / f"img{i:02d}.{ext}", seed=i, size=48 if i % 7 == 0 else 96, fmt=fmt)
+        size = 48 if i % 7 == 0 else 80 if i == 1 else 96  # img01 has the pixels of the head's real/1.png
+        make_image(folder / sub / f"img{i:02d}.{ext}", seed=i, size=size, fmt=fmt)
     good = (folder / "img03.png").read_bytes()
     (folder / "corrupt.png").write_bytes(good[: len(good) // 3])
-    (folder / "notes.txt").write_text("not an image: ignored when a folder is given")
+    (folder / "notes.txt").write_text("not an image: a skipped row when a folder is given")
     return folder
+
+
+N_TOO_SMALL = len(range(0, N_IMAGES, 7))  # the 48 px images, below the 64 px minimum
+N_ROWS = N_IMAGES + 2  # and the corrupt file and the text file
 
 
 def batch_cli(*argv):
@@ -97,8 +102,9 @@ def part_files(out: Path) -> list[str]:
 
 def test_batch_rows_match_predict_json(first_run, head, images, capsys):
     out, code, summary = first_run
-    assert code == 1 and summary["errors"] == 1  # the corrupt file, as with predict
-    assert summary["listed"] == summary["processed"] == summary["written"] == N_IMAGES + 1
+    assert code == 1 and summary["errors"] == 1 + N_TOO_SMALL  # as with predict; the skipped text file is none
+    assert summary["listed"] == summary["processed"] == summary["written"] == N_ROWS
+    assert (head / "exemplar_hashes.json").is_file()  # train indexed its images: duplicates are looked up
     assert out.is_dir() and (out / META_NAME).is_file() and len(summary["part_files"]) == 1
 
     capsys.readouterr()
@@ -106,23 +112,29 @@ def test_batch_rows_match_predict_json(first_run, head, images, capsys):
     assert cli.main(["predict", "--json", "--quiet", "--no-provenance", "--zoo", str(head), str(images)]) == 1
     expected = {row["file"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     got = {row["file"]: row for row in iter_rows(out)}
-    assert sorted(got) == sorted(expected) and len(got) == N_IMAGES + 1
+    assert sorted(got) == sorted(expected) and len(got) == N_ROWS
 
     corrupt = got[str((images / "corrupt.png").resolve())]
-    assert set(corrupt) == {"file", "error"} and corrupt == expected[corrupt["file"]]
-    notes = 0
+    assert set(corrupt) == {"file", "error", "error_code"} and corrupt == expected[corrupt["file"]]
+    assert got[str((images / "notes.txt").resolve())]["skipped"] is True
+    duplicates = 0
     for file, want in expected.items():
         row = got[file]
         assert set(row) == set(want), file
         if "error" in want:
+            assert row == want
             continue
         assert (row["label"], row["known"], row["threshold"]) == (want["label"], want["known"], want["threshold"])
         assert list(row["scores"]) == list(want["scores"])
         assert all(abs(row["scores"][c] - p) <= TOL for c, p in want["scores"].items()), file
         assert abs(row["unknown_score"] - want["unknown_score"]) <= TOL
-        assert row.get("note") == want.get("note")
-        notes += "note" in want
-    assert notes > 0  # the 48 px images carry the small-image note in both
+        facts = ("width", "height", "format", "frames", "has_alpha", "bit_depth", "grayscale",
+                 "exif_orientation_applied", "pixel_sha256", "duplicate_of")
+        assert {k: row.get(k) for k in facts} == {k: want.get(k) for k in facts}, file
+        duplicates += "duplicate_of" in want
+    assert duplicates == 1 and got[str((images / "nested" / "img01.png").resolve())]["duplicate_of"] == {
+        "class": "real", "id": "real/1.png", "match": "exact", "distance": 0}
+    assert sum(r.get("error_code") == "too_small" for r in got.values()) == N_TOO_SMALL
 
 
 def test_output_schema_is_stable(first_run):
@@ -130,11 +142,29 @@ def test_output_schema_is_stable(first_run):
 
     out, _, _ = first_run
     table = pq.read_table(out)
-    assert table.column_names == ["file", "label", "known", "scores", "unknown_score", "threshold", "note", "error"]
-    assert str(table.schema.field("scores").type) == "string" and table.num_rows == N_IMAGES + 1
-    errors = [r for r in table.to_pylist() if r["error"]]
-    assert len(errors) == 1 and errors[0]["label"] is None and errors[0]["file"].endswith("corrupt.png")
-    assert "truncated" in errors[0]["error"]
+    assert table.column_names[:8] == ["file", "label", "known", "scores", "unknown_score", "threshold", "note", "error"]
+    assert table.column_names[8:] == ["error_code", "skipped", "width", "height", "format", "frames", "has_alpha",
+                                      "bit_depth", "grayscale", "exif_orientation_applied", "pixel_sha256",
+                                      "frames_judged", "duplicate_of"]  # only ever appended
+    assert str(table.schema.field("scores").type) == "string" and table.num_rows == N_ROWS
+    errors = [r for r in table.to_pylist() if r["error"] and r["error_code"] != "too_small"]
+    assert [r["file"].rsplit("/", 1)[1] for r in errors] == ["corrupt.png", "notes.txt"]
+    assert errors[0]["label"] is None and "truncated" in errors[0]["error"] and errors[0]["error_code"] == "truncated"
+    assert errors[1]["skipped"] and errors[1]["error_code"] == "not_an_image" and errors[1]["width"] is None
+
+
+def test_parts_written_before_the_new_columns_still_read_and_resume(first_run, head, images, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = copy_of(first_run[0], tmp_path)
+    part = out / part_files(out)[0]
+    old_columns = ["file", "label", "known", "scores", "unknown_score", "threshold", "note", "error"]
+    table = pq.read_table(part)
+    pq.write_table(table.select(old_columns).filter(table.column("error_code").is_null()), part)  # an older run
+    rows = list(iter_rows(out))
+    assert len(rows) == N_IMAGES - N_TOO_SMALL and all(set(r) <= set(old_columns) for r in rows)
+    again = run_batch([str(images)], out, str(head), workers=1, batch_size=8)
+    assert again.skipped == N_IMAGES - N_TOO_SMALL and again.processed == 2 + N_TOO_SMALL
 
 
 def test_resume_skips_done_and_processes_only_new(first_run, head, images, tmp_path):
@@ -142,8 +172,9 @@ def test_resume_skips_done_and_processes_only_new(first_run, head, images, tmp_p
     parts = part_files(out)
 
     again = run_batch([str(images)], out, str(head), workers=1, batch_size=8)
-    assert again.skipped == N_IMAGES and again.processed == 1  # only the corrupt file is tried again
-    assert again.written == 0 and again.part_files == [] and again.errors == 1
+    # only the failed files are tried again: the corrupt one and the too small ones; the skipped text file is done
+    assert again.skipped == N_IMAGES + 1 - N_TOO_SMALL and again.processed == 1 + N_TOO_SMALL
+    assert again.written == 0 and again.part_files == [] and again.errors == 1 + N_TOO_SMALL
     assert part_files(out) == parts  # nothing recomputed, no new part file
     assert run_batch([str(images)], out, str(head), retry_errors=False).processed == 0
 
@@ -151,14 +182,15 @@ def test_resume_skips_done_and_processes_only_new(first_run, head, images, tmp_p
     extra.mkdir()
     new = [make_image(extra / f"new{i}.png", seed=500 + i, size=96) for i in range(3)]
     third = run_batch([str(images), str(extra / "*.png")], out, str(head), workers=1, batch_size=8)
-    assert third.skipped == N_IMAGES and third.processed == 4 and third.written == 3
+    assert third.skipped == N_IMAGES + 1 - N_TOO_SMALL and third.processed == 4 + N_TOO_SMALL and third.written == 3
     assert len(third.part_files) == 1 and part_files(out) == sorted(parts + third.part_files)
     rows = list(iter_rows(out))
-    assert len(rows) == N_IMAGES + 1 + 3
+    assert len(rows) == N_ROWS + 3
     ok = [r["file"] for r in rows if "error" not in r]
-    assert len(ok) == len(set(ok)) == N_IMAGES + 3 and {str(p.resolve()) for p in new} <= set(ok)
+    assert len(ok) == len(set(ok)) == N_IMAGES - N_TOO_SMALL + 3 and {str(p.resolve()) for p in new} <= set(ok)
     done, failed = read_done(out)
-    assert len(done) == N_IMAGES + 3 and list(failed) == [str((images / "corrupt.png").resolve())]
+    assert len(done) == N_IMAGES - N_TOO_SMALL + 3 + 1  # with the skipped text file
+    assert str((images / "corrupt.png").resolve()) in failed and len(failed) == 1 + N_TOO_SMALL
 
 
 def test_resume_refuses_another_head(first_run, head, images, tmp_path):
@@ -177,8 +209,8 @@ def test_single_parquet_file_output_becomes_a_dataset_folder(first_run, head, im
     single = tmp_path / "single.parquet"
     pq.write_table(pq.read_table(out), single)
     summary = run_batch([str(images)], single, str(head), retry_errors=False)
-    assert single.is_dir() and summary.skipped == N_IMAGES + 1 and summary.processed == 0
-    assert len(list(iter_rows(single))) == N_IMAGES + 1
+    assert single.is_dir() and summary.skipped == N_ROWS and summary.processed == 0
+    assert len(list(iter_rows(single))) == N_ROWS
 
 
 def test_list_inputs_folder_glob_and_manifests(images, tmp_path, monkeypatch):
@@ -187,7 +219,7 @@ def test_list_inputs_folder_glob_and_manifests(images, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     in_folder = list_inputs([str(images)])
-    assert len(in_folder) == N_IMAGES + 1 and all(Path(f).is_absolute() for f in in_folder)
+    assert len(in_folder) == N_ROWS and all(Path(f).is_absolute() for f in in_folder)  # every file, by content
     assert list_inputs([str(images / "**" / "*.jpg")]) == sorted(f for f in in_folder if f.endswith(".jpg"))
     monkeypatch.chdir(images)
     paths = ["img00.jpg", "nested/img01.png", "img00.jpg", "s3://bucket/a.png", "file:///tmp/x.png"]
@@ -212,12 +244,12 @@ def test_worker_keeps_a_failing_image_on_its_own_row(head, images):
     from attribution.batch import BatchAttributor, _decode_batch, _head_files
 
     files = [str((images / name).resolve()) for name in ("img00.jpg", "img03.png", "corrupt.png", "img06.png")]
-    decoded = _decode_batch(pa.table({"file": files}))
+    decoded = _decode_batch(pa.table({"file": files, "walked": [False] * len(files)}))
     worker = BatchAttributor(_head_files(str(head))[1], device="cpu", batch_size=8)
     real = worker.attributor
 
     def flaky(batch, *args, **kwargs):
-        if any(im.shape[0] == 48 for im in batch):  # img00 is 48 px (i % 7 == 0)
+        if any(im.facts.height == 48 for im in batch):  # img00 is 48 px (i % 7 == 0)
             raise RuntimeError("boom")
         return real(batch, *args, **kwargs)
 

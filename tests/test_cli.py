@@ -31,7 +31,8 @@ def image_folder(tmp_path_factory):
     (folder / "broken.png").write_bytes(make_image(folder / "tmp.png", seed=3).read_bytes()[:60])
     (folder / "tmp.png").unlink()
     (folder / "notes.jpg").write_text("this is text, not a JPEG")
-    (folder / "README.txt").write_text("not an image extension: skipped when a folder is given")
+    (folder / "README.txt").write_text("no image: a skipped row when a folder is given")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     return folder
 
 
@@ -39,22 +40,35 @@ def test_predict_json_contract_with_corrupt_files(image_folder, user_home):
     proc, lines = run_cli("predict", "--json", "--quiet", str(image_folder), env_home=user_home)
     assert proc.returncode == 1, proc.stderr  # some inputs failed
     by_name = {Path(line["file"]).name: line for line in lines}
-    assert sorted(by_name) == ["a.png", "b.jpg", "broken.png", "notes.jpg"]
+    assert sorted(by_name) == ["README.txt", "a.png", "b.jpg", "broken.png", "notes.jpg"]  # dotfiles skipped
     for name in ("a.png", "b.jpg"):
         line = by_name[name]
         assert PREDICT_KEYS <= set(line) and Path(line["file"]).is_absolute()
         assert isinstance(line["known"], bool) and isinstance(line["unknown_score"], float)
         assert abs(sum(line["scores"].values()) - 1) < 1e-3 and "real" in line["scores"]
-        assert line["label"] in [*line["scores"], "unknown"]
-        assert line["known"] == (line["label"] != "unknown")
-        assert line["provenance"]["summary"].startswith("no provenance records")
-    assert set(by_name["broken.png"]) == {"file", "error", "provenance"}
-    assert "truncated" in by_name["broken.png"]["error"]
+        assert line["label"] in [*line["scores"], "unknown", "uncertain"]
+        assert line["known"] == (line["label"] in line["scores"])
+    assert by_name["broken.png"]["error_code"] == "truncated" and "truncated" in by_name["broken.png"]["error"]
+    assert set(by_name["broken.png"]) == {"file", "error", "error_code", "provenance"}  # a broken image fails the run
     assert by_name["broken.png"]["provenance"]["error_code"] == "malformed"  # bytes were there: read, and failed
-    assert "not a recognised image" in by_name["notes.jpg"]["error"]
+    for name in ("notes.jpg", "README.txt"):  # no image at all, found by walking: skipped, whatever the extension
+        assert by_name[name]["error_code"] == "not_an_image" and by_name[name]["skipped"] is True
+        assert "not a recognised image" in by_name[name]["error"]
     assert by_name["notes.jpg"]["provenance"] == {"error": "not a recognised image format",
                                                   "error_code": "unrecognised_format"}
     assert "Traceback" not in proc.stderr
+
+
+def test_walked_non_images_leave_the_exit_status_alone(image_folder, tmp_path, user_home):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((image_folder / "a.png").read_bytes())
+    (folder / "notes.txt").write_text("text")
+    (folder / "small.png").write_bytes(make_image(tmp_path / "s.png", seed=5, size=48).read_bytes())
+    proc, lines = run_cli("predict", "--json", "--quiet", "--min-size", "32", str(folder), env_home=user_home)
+    assert proc.returncode == 0 and len(lines) == 3 and lines[1]["skipped"] and lines[2]["width"] == 48
+    proc, lines = run_cli("predict", "--json", "--quiet", str(folder / "notes.txt"), env_home=user_home)
+    assert proc.returncode == 1 and "skipped" not in lines[0] and lines[0]["error_code"] == "not_an_image"
 
 
 def test_predict_all_good_exits_zero_and_table(image_folder, user_home):
@@ -113,6 +127,7 @@ def test_enroll_saves_a_new_head_that_never_shadows_the_shipped_one(tmp_path, us
     assert out["name"] == "my_gen" and out["n_images"] == 5 and "my_gen" in out["classes"]
     assert 0 <= out["expected_recall"] <= 1 and out["closest_class"] in out["classes"]
     assert 0 < out["closest_class_share"] <= 1 and "warning" not in out
+    assert out["errors"] == {} and out["error_codes"] == {}
     name = "open-set-efficientnet-lite2-with-my_gen"
     folder = user_home / "zoo" / name
     assert Path(out["saved_to"]) == folder and (folder / "model.safetensors").is_file()

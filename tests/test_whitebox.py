@@ -287,4 +287,5 @@ def test_cli_calibrate_and_verify_json_contract(vae_a, tmp_path):
     assert run.returncode == 1 and len(lines) == 2, run.stderr
     assert {"file", "model", "score", "match"} <= set(lines[0]) and lines[0]["method"] == "whitebox"
     assert lines[0]["match"] == (lines[0]["score"] >= 0)
-    assert set(lines[1]) == {"file", "model", "error"} and "not a recognised image" in lines[1]["error"]
+    assert set(lines[1]) == {"file", "model", "error", "error_code"} and "not a recognised image" in lines[1]["error"]
+    assert lines[1]["error_code"] == "not_an_image"  # named on the command line: fails the run

@@ -31,6 +31,7 @@ REASON_FAR = "synthetic_far_from_known"      # synthetic, and farther from every
 REASON_CLOSED_KNOWN = "known_class"          # heads without a synthetic probe: a class explains it
 REASON_CLOSED_UNKNOWN = "unknown_score_above_threshold"
 REASON_CLOSED_FAR = "far_from_known"
+REASON_FRAMES = "frames_disagree"            # an animated image whose judged frames got different labels
 REASON_TEXT = {
     REASON_REAL: "no synthetic traces found: the synthetic score is below the real threshold",
     REASON_UNCERTAIN: "cannot tell: the synthetic score lies between the real and the synthetic thresholds",
@@ -40,6 +41,7 @@ REASON_TEXT = {
     REASON_CLOSED_KNOWN: "a known class explains it",
     REASON_CLOSED_UNKNOWN: "no known class explains it (unknown score above its threshold)",
     REASON_CLOSED_FAR: "farther from every known class than any of their images",
+    REASON_FRAMES: "the judged frames of this animated image do not agree",
 }
 
 

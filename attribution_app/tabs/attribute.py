@@ -10,6 +10,8 @@ from attribution import Attributor, ImageDecodeError, load_image
 from .. import model as ops
 from ..errors import guard
 from ..render import batch_summary, batch_table, column_widths, csv_table, md, provenance_markdown, verdict_markdown
+from attribution.constants import MIN_IMAGE_SIZE
+
 from ..settings import MAX_ATTRIBUTE_IMAGES, NEAREST, THUMBNAIL, UPLOAD_TYPES
 from ..state import VisitorState
 from ..uploads import cleanup, expand_uploads, outbox_csv
@@ -51,13 +53,14 @@ def build(shared: Shared) -> Tab:
                     button = gr.Button("Attribute", variant="primary", elem_id="attr-button")
                     clear = gr.ClearButton(value="Clear", elem_id="attr-clear")
                 gr.Markdown("One image gives a verdict with scores and the most similar known examples; "
-                            "several give a table you can download as CSV.")
+                            "several give a table you can download as CSV. Images under "
+                            f"{MIN_IMAGE_SIZE} px on the short side are not judged.")
             with gr.Column(scale=2):
                 status = gr.Markdown("*Results appear here.*", elem_id="attr-status")
                 with gr.Column(visible=False) as single_box:
                     with gr.Row():
                         preview = gr.Image(label="Your image", type="pil", interactive=False, height=260, scale=1,
-                                           buttons=[])
+                                           buttons=[], format="png")  # PNG: browsers cannot show a HEIC upload
                         verdict = gr.Markdown(elem_id="attr-verdict", elem_classes=["verdict"])
                     provenance = gr.Markdown(visible=False, elem_id="attr-provenance")
                     scores = gr.Label(label="Probability per known source", num_top_classes=10, show_heading=False)
