@@ -173,13 +173,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .backbones import create_backbone
     from .heads import OpenSetHead
-    from .training import forensic_columns, train_head
+    from .training import train_head
     from . import zoo
 
     options = {"pool": args.pool} if args.pool else {}
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
     backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
-    head = OpenSetHead(n_components=args.n_components, synthetic_columns=forensic_columns(backbone))
+    head = OpenSetHead(n_components=args.n_components, synthetic_probe=True)
     result = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
                         batch_size=args.batch_size)
     for f, e in result.skipped.items():

@@ -18,19 +18,9 @@ from .names import normalize_label
 from .transform import InputFile, walk_files
 
 
-FORENSIC_FAMILY = "residual_cnn:"
-
-
 def real_source(name: str) -> str:
     """The collection a real photo comes from: its file-name prefix before ``__`` (``mei__x.jpg`` -> ``mei``)."""
     return Path(name).name.split("__")[0]
-
-
-def forensic_columns(backbone: Backbone) -> list[int] | None:
-    """Feature columns ``[start, stop)`` of the residual CNN part of ``backbone`` (the synthetic probe's
-    input), or ``None`` when it has none."""
-    spans = [span for layer, span in backbone.layer_columns().items() if layer.startswith(FORENSIC_FAMILY)]
-    return [min(a for a, _ in spans), max(b for _, b in spans)] if spans else None
 
 
 def list_dataset(root: str | os.PathLike) -> tuple[list[InputFile], list[str]]:
@@ -81,10 +71,10 @@ def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | 
     root = Path(data)
     y = np.asarray(labels)[batch.index]
     ids = [str(Path(files[i]).relative_to(root)) for i in batch.index]
-    head = head or OpenSetHead(synthetic_columns=forensic_columns(backbone))
+    head = head or OpenSetHead(synthetic_probe=True)
     head.fit(batch.features, y, ids=ids, groups=[real_source(i) if label == REAL else "" for i, label in zip(ids, y)])
     classes, counts = np.unique(y, return_counts=True)
-    summary = {"data": str(root.resolve()), "n_images": int(len(y)), "skipped_files": len(batch.errors),
+    summary = {"data": root.resolve().name, "n_images": int(len(y)), "skipped_files": len(batch.errors),
                "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},
                "seconds": round(time.perf_counter() - start, 1)}
     skipped = {str(files[i]): message for i, message in batch.errors.items()}

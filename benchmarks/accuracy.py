@@ -24,6 +24,7 @@ generator, real-vs-fake AUROC, OSCR, and 10-shot enrollment recall and verificat
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import sys
@@ -40,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution import zoo  # noqa: E402
 from attribution.backbones import create_backbone  # noqa: E402
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
-from attribution.features import FeatureCache, backbone_key, pixel_key  # noqa: E402
+from attribution.features import FeatureCache, backbone_key  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
-from attribution.training import forensic_columns, list_dataset, real_source  # noqa: E402
-from attribution.transform import find_images, load_image  # noqa: E402
+from attribution.training import list_dataset, real_source  # noqa: E402
+from attribution.transform import load_image, walk_files  # noqa: E402
 from folds import CACHE, DEFAULT_DATA, fold_network, make_folds  # noqa: E402
 
 IMAGE_FEATURES = "efficientnet_lite2:imagenet+residual_spectra"  # the untrained part, shared by every fold
@@ -92,7 +93,8 @@ class Images:
     val_unseen (and Bing without its logo). Changed images are made when scored, a chunk at a time."""
 
     def __init__(self, data: Path, val: Path | None) -> None:
-        files, labels = list_dataset(data)
+        found, labels = list_dataset(data)
+        files = [Path(f) for f in found]
         self.inputs: list[tuple[Path, str]] = [(f, "dev") for f in files]
         self.label = list(labels)
         self.kind = ["dev"] * len(files)
@@ -108,7 +110,7 @@ class Images:
                     self._add(f, REAL, change, source)
         if val is not None and val.is_dir():
             for folder in sorted(p for p in val.iterdir() if p.is_dir()):
-                for f in find_images([folder]):
+                for f in walk_files(folder):
                     self._add(f, folder.name, "val", folder.name)
                     if folder.name.startswith("bing"):
                         self._add(f, folder.name, "val_nologo", folder.name)
@@ -134,6 +136,13 @@ class Images:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(v, dtype=str) for v in (self.label, self.kind, self.source, self.name))
+
+
+def pixel_key(image: Image.Image) -> str:
+    """Cache key of an image's decoded pixels (mode, size and bytes; container and metadata do not count)."""
+    h = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()[:40]
 
 
 def extract(backbone_ids: list[str], images: Images, cache: FeatureCache, batch_size: int = 16) -> list[np.ndarray]:
@@ -295,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"fold networks missing for {missing}: run python benchmarks/folds.py first")
         base, *cnn = extract([IMAGE_FEATURES, *(f"residual_cnn:{fold_network(f)}" for f in folds)], images, cache)
         fold_X = {f: fuse([(base, IMAGE_LAYERS), (c, CNN_LAYERS)]) for f, c in zip(folds, cnn)}
-        params["synthetic_columns"] = [base.shape[1], fold_X[next(iter(folds))].shape[1]]
     print(f"{len(images.inputs)} images scored", file=sys.stderr)
     params.update(json.loads(args.head_params))
     runs = {f: Fold(f, held, fold_X[f], meta, params, args.seed) for f, held in folds.items()}

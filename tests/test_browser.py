@@ -90,20 +90,16 @@ def goto(page, url: str) -> None:
     page.wait_for_function("document.querySelector('#head-banner')?.innerText.includes('knows')")
 
 
-@pytest.fixture(scope="module")
-def page_a(browser, server):
+def _visitor(browser, server):
+    """One visitor: a page in a browser context of its own (its own storage), closed without page errors."""
     page = open_page(browser, server.url)
     yield page
     assert not page.errors, page.errors
     page.context.close()
 
 
-@pytest.fixture(scope="module")
-def page_b(browser, server):
-    page = open_page(browser, server.url)
-    yield page
-    assert not page.errors, page.errors
-    page.context.close()
+page_a = pytest.fixture(_visitor, scope="module", name="page_a")
+page_b = pytest.fixture(_visitor, scope="module", name="page_b")
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,8 @@ def test_enroll_errors(attributor, shots, tmp_path):
 
 def test_resizing_or_reencoding_a_real_photo_does_not_make_it_synthetic(attributor):
     """The dev generators are 256 / 512 px squares and its real photos are not: the shipped head must
-    not read a photo's size (or a re-save) as a generator. Photos from scikit-image, none in the dev set."""
+    not read a photo's size (or a re-save) as a generator (``uncertain`` is allowed: "cannot tell" is
+    honest). Photos from scikit-image, none in the dev set."""
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
@@ -106,12 +107,12 @@ def test_resizing_or_reencoding_a_real_photo_does_not_make_it_synthetic(attribut
         image.save(buf, format="JPEG", quality=90)
         return Image.open(io.BytesIO(buf.getvalue()))
 
-    def labels(images):
-        return [o.label for o in attributor(images)]
+    def not_synthetic(images):
+        """How many are called ``real`` or ``uncertain`` (never a generator or ``unknown``)."""
+        return sum(o.label in ("real", "uncertain") for o in attributor(images))
 
-    assert labels(photos) == ["real"] * 4
-    assert labels([resave(p) for p in photos]) == ["real"] * 4
-    assert labels([square(p, 512) for p in photos]) == ["real"] * 4
-    # a 2x downscale to 256 px is the known weak spot (leave-one-generator-out: 87 % of real photos stay
-    # real, benchmarks/accuracy.py real_resized_called_real); here at least half must
-    assert labels([square(p, 256) for p in photos]).count("real") >= 2
+    assert not_synthetic(photos) == 4
+    assert not_synthetic([resave(p) for p in photos]) == 4
+    assert not_synthetic([square(p, 512) for p in photos]) == 4
+    # a 2x downscale to a generator's 256 px is the known weak spot; here at least half must hold
+    assert not_synthetic([square(p, 256) for p in photos]) >= 2

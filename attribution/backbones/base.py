@@ -69,15 +69,6 @@ class Backbone(ABC):
         parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in self._forward_layers(x)]
         return average_views(torch.cat(parts, dim=1) / len(parts) ** 0.5, n_views).cpu()
 
-    @torch.inference_mode()
-    def layer_columns(self) -> dict[str, tuple[int, int]]:
-        """Columns ``[start, stop)`` of each layer in the vectors :meth:`encode` returns."""
-        size = self.preprocess_cfg.size
-        dims = [f.shape[1] for f in self._forward_layers(torch.zeros(1, 3, size, size, device=self.device,
-                                                                      dtype=self.dtype))]
-        starts = [sum(dims[:i]) for i in range(len(dims))]
-        return {name: (start, start + dim) for name, start, dim in zip(self.layers, starts, dims)}
-
     def config(self) -> dict[str, Any]:
         """What a head must record to be used with the same features again."""
         return {"backbone": self.id, "layers": list(self.layers), "preprocess_cfg": self.preprocess_cfg.to_dict(),

@@ -124,9 +124,11 @@ class OpenSetHead(BaseHead):
         Folds of the out-of-fold calibration.
     random_state : int
         Seed for folds and bank sampling.
+    synthetic_probe : bool
+        Fit the synthetic probe and decide in two questions (needs ``real`` and at least two
+        generators); ``False``: the single-question decision of earlier heads.
     synthetic_columns : (int, int) or None
-        Feature columns ``[start, stop)`` of the synthetic probe (the forensic feature source). ``None``:
-        no probe, the single-question decision of earlier heads.
+        Feature columns ``[start, stop)`` the probe reads; ``None``: all of them.
     probe_c : float
         Inverse regularisation of the probe's logistic regression.
     real_false_rate : float
@@ -151,7 +153,7 @@ class OpenSetHead(BaseHead):
     def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
                  accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.01,
                  bank_size: int = 64, n_folds: int = 5, random_state: int = 0,
-                 synthetic_columns: Sequence[int] | None = None, probe_c: float = 0.1,
+                 synthetic_probe: bool = False, synthetic_columns: Sequence[int] | None = None, probe_c: float = 0.1,
                  real_false_rate: float = 0.05, synthetic_miss_rate: float = 0.05) -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
@@ -162,6 +164,7 @@ class OpenSetHead(BaseHead):
         self.bank_size = bank_size
         self.n_folds = n_folds
         self.random_state = random_state
+        self.synthetic_probe = synthetic_probe
         self.synthetic_columns = list(synthetic_columns) if synthetic_columns is not None else None
         self.probe_c = probe_c
         self.real_false_rate = real_false_rate
@@ -202,11 +205,11 @@ class OpenSetHead(BaseHead):
         scores (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
         self.probe_mean_ = self.probe_scale_ = self.probe_coef_ = np.zeros(0)
         self.probe_intercept_ = self.real_offset_ = self.synthetic_offset_ = None
-        if self.synthetic_columns is None:
+        if not self.synthetic_probe:
             return
         if REAL not in self.classes_ or len(self.classes_) < 3:
             raise ValueError("a synthetic probe needs real photos and at least two generators")
-        Xs = X[:, slice(*self.synthetic_columns)]
+        Xs = X[:, self._probe_columns]
         groups = np.asarray(groups if groups is not None else [""] * len(y), dtype=str)
         if len(np.unique(groups[y == REAL])) < 2:  # no sources known: random groups, an optimistic calibration
             groups = np.random.default_rng(self.random_state).integers(0, 5, len(y)).astype(str)
@@ -224,6 +227,10 @@ class OpenSetHead(BaseHead):
         return self
 
     @property
+    def _probe_columns(self) -> slice:
+        return slice(*self.synthetic_columns) if self.synthetic_columns is not None else slice(None)
+
+    @property
     def has_probe(self) -> bool:
         """Whether the two-question decision (synthetic probe) is in use."""
         return getattr(self, "probe_intercept_", None) is not None
@@ -233,7 +240,7 @@ class OpenSetHead(BaseHead):
         if not self.has_probe:
             raise NotFittedError("this head has no synthetic probe (fit it with synthetic_columns)")
         X = np.asarray(X, dtype=np.float64)
-        return probe_scores(X[:, slice(*self.synthetic_columns)], self.probe_mean_, self.probe_scale_,
+        return probe_scores(X[:, self._probe_columns], self.probe_mean_, self.probe_scale_,
                             self.probe_coef_, self.probe_intercept_)
 
     def _fit_geometry(self, X: np.ndarray, codes: np.ndarray) -> None:

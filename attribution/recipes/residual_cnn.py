@@ -64,10 +64,10 @@ def load_dataset(root: str | os.PathLike, log: Callable[[str], None] = print) ->
     (images under 64 px skipped)."""
     files, labels = list_dataset(root)
     data: dict[str, dict[str, np.ndarray]] = {}
-    for path, label in zip(files, labels):
+    for path, label in zip(map(Path, files), labels):
         try:
             image = np.asarray(load_image(path))
-        except ImageDecodeError as exc:
+        except ImageDecodeError as exc:  # a walked file that is no image, or a broken one
             log(f"skipped {path.name}: {exc}")
             continue
         if min(image.shape[:2]) >= 64:
