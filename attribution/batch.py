@@ -90,7 +90,9 @@ def output_schema() -> "pa.Schema":
                       ("scores", pa.string()), ("unknown_score", pa.float64()), ("threshold", pa.float64()),
                       ("note", pa.string()), ("error", pa.string()), ("error_code", pa.string()),
                       ("skipped", pa.bool_()), *((name, getattr(pa, kind)()) for name, kind in FACT_COLUMNS),
-                      ("frames_judged", pa.string()), ("duplicate_of", pa.string())])
+                      ("frames_judged", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
+                      ("synthetic_score", pa.float64()), ("synthetic_threshold", pa.float64()),
+                      ("real_threshold", pa.float64())])
 
 
 @dataclass

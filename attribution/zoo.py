@@ -348,7 +348,7 @@ generators, `unknown` or `uncertain`). Head `{head}` over frozen `{backbone}` fe
 {classes}
 
 ## Decision
-{probe}- `unknown` when the unknown score exceeds **{offset}** (calibrated so that {accept:.0%} of held-out
+{probe}`unknown` when the unknown score exceeds **{offset}** (calibrated so that {accept:.0%} of held-out
   known-{known} images are accepted).
 - Verification: per-class thresholds set at a false-match rate of {fmr:.1%} on other-class images.
 
@@ -412,15 +412,16 @@ def model_card(config: dict[str, Any]) -> str:
     metrics = config.get("metrics", {})
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     extra = "\n\n".join(f"![{name}]({name})" for name in config.get("figures", []))
-    probe = ""
+    probe = "- "
     if state.get("synthetic_offset_") is not None:
-        probe = (f"- Is it synthetic? A probe on the forensic features gives a synthetic score: below "
+        probe = (f"- Is it synthetic? A linear probe on the features gives a synthetic score: below "
                  f"**{state['real_offset_']:.4f}** the label is `real`, from **{state['synthetic_offset_']:.4f}** on the "
                  f"image is synthetic, in between `uncertain` (thresholds: {params.get('real_false_rate', 0.05):.0%} of "
                  f"held-out kinds of real photo called synthetic, {params.get('synthetic_miss_rate', 0.05):.0%} of "
                  f"held-out generators called real).\n- If synthetic, which known generator? ")
     return CARD_TEMPLATE.format(
-        probe=probe, known="generator" if probe else "class", name=config.get("name", "attribution-head"), head=config["head"], backbone=config["backbone"],
+        probe=probe, known="generator" if probe != "- " else "class",
+        name=config.get("name", "attribution-head"), head=config["head"], backbone=config["backbone"],
         layers=", ".join(f"`{l}`" for l in config["layers"]), classes=classes,
         offset=f"{state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
         fmr=params.get("false_match_rate", 0.01),

@@ -88,7 +88,7 @@ class ModelHost:
         for e in active:
             config = enrolled_config(config, base.name, e.label, e.info())
         return Attributor(base.backbone, head, {**config, "classes": list(head.classes_)}, cache=base.extractor.cache,
-                          source=base.source)
+                          source=base.source, hashes=base.hashes)  # the served head's duplicate index
 
     def switch(self, ref: str) -> Attributor:
         """Serve another head (admin only), reusing the loaded backbone when the features match."""

@@ -82,7 +82,7 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
     elif label == UNCERTAIN:
         title = "## Verdict: uncertain (cannot tell)"
         lead = ("Neither a photo nor a generated image with confidence; treat it as unresolved."
-                + (f" Most likely source: {code(display(top, names))} ({percent(scores[top])})." if top else ""))
+                + (f" Most likely known source: {code(display(top, names))} ({percent(scores[top])})." if top else ""))
     elif label in scores:
         title = f"## Verdict: made by {code(display(label, names))}"
         lead = f"Confidence **{percent(scores[label])}** among the {len(scores)} known sources."
@@ -98,9 +98,13 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
         lines.append(f"- Unknown score **{_number(row['unknown_score'])}** (threshold {_number(row.get('threshold'))}; "
                      "above it: made by a generator the head does not know)")
     if row.get("synthetic_score") is not None:
-        lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (below "
-                     f"{_number(row.get('real_threshold'))}: real; from {_number(row.get('synthetic_threshold'))} on: "
-                     "generated; in between: uncertain)")
+        if row.get("real_threshold") is not None:
+            lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (below "
+                         f"{_number(row['real_threshold'])}: real; from {_number(row.get('synthetic_threshold'))} on: "
+                         "generated; in between: uncertain)")
+        else:
+            lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (threshold "
+                         f"{_number(row.get('synthetic_threshold'))}; above it: generated rather than a photo)")
     for key, value in row.items():
         if key not in _PLACED and isinstance(value, (str, int, float, bool)):
             lines.append(f"- {md(key.replace('_', ' '))}: {_number(value)}")

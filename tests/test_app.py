@@ -387,13 +387,17 @@ def test_verdict_and_csv_show_new_fields_generically():
     base = {"file": "a.png", "label": "uncertain", "known": True, "scores": {"real": 0.55, "sd": 0.45},
             "unknown_score": 0.2, "threshold": 0.7}
     row = {**base, "reason": "real and sd are close", "synthetic_score": 0.41, "synthetic_threshold": 0.5,
-           "provenance": {"c2pa": "none found"}, "brand_new_field": 3.25}
+           "provenance": {"summary": "metadata names NovelAI", "indication": "generated", "indication_source": "metadata",
+                          "records": [{"source": "png", "field": "Software", "value": "NovelAI"}], "c2pa": None},
+           "brand_new_field": 3.25}
     text = verdict_markdown(row, {})
     for expected in ("Verdict: uncertain", "real and sd are close", "Synthetic score **0.410**", "threshold 0.500",
                      "Unknown score **0.200**", "brand new field: 3.250", "Most likely known source: `real`"):
         assert expected in text, (expected, text)
     assert "Synthetic score" not in verdict_markdown(base, {})
-    assert "c2pa" in provenance_markdown(row) and provenance_markdown(base) == ""
+    assert "metadata names NovelAI" in provenance_markdown(row) and provenance_markdown(base) == ""
+    assert "disagree" not in provenance_markdown(row)  # uncertain pixels take no side
+    assert "disagree" in provenance_markdown({**row, "label": "real"})
     header, _ = batch_table([row, base], {})
     assert "synthetic score" in header
     header, values = csv_table([row, {"file": "b.png", "error": "unreadable"}])

@@ -145,7 +145,8 @@ def test_output_schema_is_stable(first_run):
     assert table.column_names[:8] == ["file", "label", "known", "scores", "unknown_score", "threshold", "note", "error"]
     assert table.column_names[8:] == ["error_code", "skipped", "width", "height", "format", "frames", "has_alpha",
                                       "bit_depth", "grayscale", "exif_orientation_applied", "pixel_sha256",
-                                      "frames_judged", "duplicate_of"]  # only ever appended
+                                      "frames_judged", "duplicate_of", "reason", "synthetic_score",
+                                      "synthetic_threshold", "real_threshold"]  # only ever appended
     assert str(table.schema.field("scores").type) == "string" and table.num_rows == N_ROWS
     errors = [r for r in table.to_pylist() if r["error"] and r["error_code"] != "too_small"]
     assert [r["file"].rsplit("/", 1)[1] for r in errors] == ["corrupt.png", "notes.txt"]

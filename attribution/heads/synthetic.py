@@ -1,8 +1,8 @@
 """The first question of the decision: is this image synthetic at all?
 
 A linear probe (logistic regression on standardised features, as UnivFD's probe on frozen features)
-over the columns of the forensic feature source, fitted on real photos against every generator with
-each class weighted equally. Its two thresholds are calibrated on what the probe must generalise to:
+over the head's features (or chosen columns of them), fitted on real photos against every generator
+with real photos and generators weighted equally. Its two thresholds are calibrated on what the probe must generalise to:
 scores of *held-out generators* (so few unseen-generator images fall below ``real_offset``) and of
 *held-out kinds of real photo* (so few unseen-kind photos pass ``synthetic_offset``). Between the two
 the honest answer is ``uncertain``.
