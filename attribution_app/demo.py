@@ -41,7 +41,7 @@ def banner(view: Attributor | None, state: VisitorState) -> str:
     mine = [c for c in view.classes if c in own]
     shipped = [c for c in view.classes if c not in own]
     text = (f"Head {code(HOST.base().name)} knows {len(shipped)} sources: " + ", ".join(code(c) for c in shipped)
-            + (f". **Yours** (only you see them): " + ", ".join(code(c) for c in mine) if mine else "") + ".")
+            + (". **Yours** (only you see them): " + ", ".join(code(c) for c in mine) if mine else "") + ".")
     return text + (f"\n\n> **Note:** {md(state.notice)}" if state.notice else "")
 
 
