@@ -1,7 +1,7 @@
 """What an enrollment is worth, and enrollments as small deltas over a head.
 
 Everything here uses the head's public methods and fitted state (``clone``, ``enroll``, ``predict``,
-``predict_proba``, ``state_dict``/``meta_dict``/``from_state``), so it works for any head with the
+``predict_proba``, ``decide``, ``state_dict``/``meta_dict``/``from_state``), so it works for any head with the
 :class:`~attribution.heads.OpenSetHead` layout.
 
 * :func:`enrollment_report` says how separable a new generator is before it is kept: the left-out
@@ -55,11 +55,12 @@ def enrollment_report(head: OpenSetHead, X: np.ndarray, label: str) -> Enrollmen
         held_out = folds == fold
         trial = head.clone().enroll(X[~held_out], label)
         hits += int((trial.predict(X[held_out]) == label).sum())
-    proba = head.predict_proba(X)
+    decision = head.decide(X)  # labels and probabilities from one projection of the batch
+    proba = decision.proba
     top = proba.argmax(axis=1)
     counts = np.bincount(top, minlength=len(head.classes_))
     closest = int(counts.argmax())
-    attributed = (head.predict(X) == np.asarray(head.classes_, dtype=object)[top]) & (proba.max(axis=1) >= WARN_PROBA)
+    attributed = (decision.labels == np.asarray(head.classes_, dtype=object)[top]) & (proba.max(axis=1) >= WARN_PROBA)
     confident = np.bincount(top[attributed], minlength=len(head.classes_))
     recall = hits / n
     warning = None

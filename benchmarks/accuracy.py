@@ -244,11 +244,12 @@ class Fold:
         correct = classes[decision.proba.argmax(1)] == label[test]
         m["closed_set_acc"] = float(correct.mean())
         m["known_test_uncertain"] = float((decision.labels == UNCERTAIN).mean())
-        gen_test = test[label[test] != REAL]
-        s_known, s_unk = head.unknown_score(X[gen_test]), head.unknown_score(X[unk])
+        is_gen = label[test] != REAL
+        gen_test = test[is_gen]
+        s_known, s_unk = decision.unknown_score[is_gen], head.unknown_score(X[unk])
         m["auroc_known_vs_unknown_generator"] = float(roc_auc_score(np.r_[np.zeros(len(s_known)), np.ones(len(s_unk))],
                                                                     np.r_[s_known, s_unk]))
-        gen_correct = classes[head.decide(X[gen_test]).proba.argmax(1)] == label[gen_test]
+        gen_correct = correct[is_gen]
         m["oscr"] = oscr(gen_correct, s_known, s_unk)
         reals = np.r_[test[label[test] == REAL], self.held_real]
         fakes = np.r_[gen_test, unk]
