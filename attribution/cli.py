@@ -217,7 +217,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         folder = zoo.resolve(args.ref)
         config = zoo.read_config(folder)
         hashes = zoo.read_hashes(folder)
-        print(json.dumps({"path": str(folder), **{k: v for k, v in config.items() if k != "head_state"},
+        head = {k: v for k, v in config["head"].items() if k != "state"}
+        print(json.dumps({"path": str(folder), **config, "head": head,
                           "duplicate_index": len(hashes) if hashes is not None else None}, indent=2))
     elif args.zoo_command == "index":
         return _index(args)

@@ -3,7 +3,7 @@
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # of config.json; 1 (flat keys) still loads
 
 REAL = "real"
 UNKNOWN = "unknown"

@@ -21,6 +21,8 @@ from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
 from .transform import ImageInput, file_name, load_image
 from . import zoo
+from .persistence import backbone_section, flat_backbone_config
+from .storage import folder_lock
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
@@ -28,10 +30,9 @@ EXEMPLAR_DIR = "exemplars"
 
 
 def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
-    """The backbone a head was trained on, rebuilt from its config."""
-    options = {k: config[k] for k in ("pool", "window", "parts") if k in config}
-    return create_backbone(config["backbone"], layers=config["layers"], preprocess_cfg=config["preprocess_cfg"],
-                           device=device, **options)
+    """The backbone a head was trained on, rebuilt from its config (``backbone`` and ``preprocess_cfg`` parts)."""
+    options = dict(config["backbone"])
+    return create_backbone(options.pop("id"), preprocess_cfg=config["preprocess_cfg"], device=device, **options)
 
 
 class Attributor:
@@ -69,7 +70,7 @@ class Attributor:
         head, config = zoo.load_head(folder)
         if backbone is None:
             backbone = backbone_from_config(config, device)
-        elif backbone.config() != {k: config.get(k) for k in backbone.config()}:
+        elif backbone.config() != {k: v for k, v in flat_backbone_config(config).items() if k in backbone.config()}:
             raise zoo.ZooError(f"head {folder.name} was trained on other features than {backbone}")
         return cls(backbone, head, config, source=folder, hashes=zoo.read_hashes(folder), **kwargs)
 
@@ -117,8 +118,8 @@ class Attributor:
         if not judged:
             return outputs
         X = np.concatenate([r.features for _, r in judged])
-        decision = head.decide(X)
-        neighbours = head.nearest_exemplars(X, nearest) if nearest else None
+        decision = head.decide(X, nearest)
+        neighbours = decision.nearest
         start = 0
         for out, r in judged:
             frames = range(start, start + len(r.features))
@@ -159,8 +160,10 @@ class Attributor:
         for pos, message in batch.errors.items():
             outputs[pos].error, outputs[pos].error_code = message, batch.error_codes[pos]
         if batch.index:
-            scores = head.verification_score(batch.features, model)
-            rates = false_match_rate_at(head.verification_negatives(model), scores)
+            code = head.classes_.index(model)
+            offset = head.verify_offsets_[code]
+            scores = head.class_log_odds(batch.features)[:, code] - offset
+            rates = false_match_rate_at(head.verification_negatives(model) - offset, scores)
             for pos, score, rate in zip(batch.index, scores, rates):
                 out = outputs[pos]
                 out.score, out.match = round(float(score), 6), bool(score > 0)
@@ -242,11 +245,11 @@ class Attributor:
             apply()
             return None
         folder = Path(save_to)
-        with zoo.head_lock(folder):
+        with folder_lock(folder):
             if (folder / CONFIG_NAME).is_file():
                 head, config = zoo.load_head(folder)
-                if config.get("backbone") != self.backbone.id:
-                    raise zoo.ZooError(f"{folder} holds a head for {config.get('backbone')}, not {self.backbone.id}")
+                if config["backbone"]["id"] != self.backbone.id:
+                    raise zoo.ZooError(f"{folder} holds a head for {config['backbone']['id']}, not {self.backbone.id}")
                 self.head, self.config, self.source, self.hashes = head, config, folder, zoo.read_hashes(folder)
             apply()
             self._save(folder)
@@ -269,7 +272,7 @@ class Attributor:
     def save_pretrained(self, folder: str | os.PathLike, **extra: Any) -> Path:
         """Save the head (with enrolled classes and their exemplar thumbnails) as a zoo folder."""
         folder = Path(folder)
-        with zoo.head_lock(folder):
+        with folder_lock(folder):
             return self._save(folder, **extra)
 
     def _save(self, folder: Path, **extra: Any) -> Path:
@@ -284,18 +287,17 @@ class Attributor:
         files.update(self._pending_files)
         if self.hashes is not None:
             files[HASHES_NAME] = self.hashes.to_bytes()
-        keep = {k: v for k, v in self.config.items()
-                if k not in ("format_version", "head", "head_params", "head_state", "classes")}
+        keep = {k: v for k, v in self.config.items() if k not in ("format_version", "head", "classes")}
         keep["figures"] = [f for f in keep.get("figures", []) if f in files or (folder / f).is_file()]
         if not keep["figures"]:
             del keep["figures"]
         keep.update(extra)
         keep["name"] = folder.name
-        keep.update(self.backbone.config())
-        config = zoo.build_config(self.head, {}, **keep)
-        zoo.save_head(folder, self.head, config, card=zoo.model_card(config), extra_files=files)
+        keep.update(backbone_section(self.backbone.config()))
+        keep["classes"] = list(self.head.classes_)
+        zoo.save_head(folder, self.head, keep, card=self.head.model_card(self.head.to_config(keep)), files=files)
         self._pending_files.clear()
-        self.source, self.config = folder, config
+        self.source, self.config = folder, self.head.to_config(keep)
         return folder
 
 

@@ -1,55 +1,34 @@
 """The zoo: attribution heads stored as Hugging Face model repos (``config.json``, ``model.safetensors``, ``README.md``,
 optionally ``exemplar_hashes.json``, the duplicate index).
 
-One resolver for every reference: a head name in the shipped ``zoo/`` or the user zoo (shipped first:
-a user head can never shadow a shipped one, and saving one under a shipped name is refused), a
-folder path (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]``. Heads made by
-enrollment get derived names (:func:`derived_head_name`) and record their ``base_head``. Only JSON and safetensors are
-ever read, never pickle. Writes go to a temporary folder that replaces the old one by rename, so a
-crash leaves either the old or the new head, never a mix.
+References resolve through :func:`attribution.storage.resolve`: a head name in the shipped ``zoo/`` or the
+user zoo (shipped first: a user head can never shadow a shipped one, and saving one under a shipped
+name is refused), a folder path (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]``.
+Heads made by enrollment get derived names (:func:`derived_head_name`) and record their ``base_head``.
+Heads are saved by :class:`~attribution.persistence.PretrainedMixin` (atomic, JSON and safetensors only,
+never pickle); this module adds what is particular to heads: the class registry, the duplicate index,
+listing and publishing.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-from safetensors.numpy import load_file, save_file
-
-from .constants import CARD_NAME, CONFIG_NAME, DEFAULT_ZOO_NAME, FORMAT_VERSION, HASHES_NAME, WEIGHTS_NAME
+from .constants import CONFIG_NAME, HASHES_NAME, WEIGHTS_NAME, CARD_NAME
 from .duplicates import ExemplarHashes
 from .heads import HEADS, BaseHead
 from .names import validate_head_name
+from .persistence import backbone_section, read_weights
+from .persistence import read_config as _read_any_config
+from .persistence import validate_config as _validate_any_config
+from .storage import (HUB_PREFIX, LOCAL_PREFIX, SHIPPED_ZOO, ZooError, folder_lock, user_zoo_dir,  # noqa: F401
+                      write_bytes, zoo_dirs)
+from .storage import resolve as _resolve
 
-SHIPPED_ZOO = Path(__file__).resolve().parent.parent / "zoo"
-HUB_PREFIX = "hf-hub:"
-LOCAL_PREFIX = "local-dir:"
-REQUIRED_KEYS = {"format_version": int, "head": str, "head_params": dict, "head_state": dict,
-                 "backbone": str, "layers": list, "preprocess_cfg": dict, "classes": list}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 HEAD_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HASHES_NAME]  # what a head is, on the Hub too
-
-
-class ZooError(RuntimeError):
-    """A head that cannot be found, read or trusted; the message says which and why."""
-
-
-def user_zoo_dir() -> Path:
-    """Writable zoo for enrolled heads: ``$ATTRIBUTION_HOME/zoo`` (default ``~/.cache/attribution/zoo``)."""
-    home = os.environ.get("ATTRIBUTION_HOME") or Path.home() / ".cache" / "attribution"
-    return Path(home) / "zoo"
-
-
-def zoo_dirs() -> list[Path]:
-    """Where bare names are looked up, first match wins: the shipped zoo, then the user zoo."""
-    return [SHIPPED_ZOO, user_zoo_dir()]
 
 
 def derived_head_name(base: str, labels: Sequence[str]) -> str:
@@ -73,87 +52,37 @@ def _check_not_shadowing(folder: Path) -> None:
                        f"(e.g. {derived_head_name(folder.name, ['my_generator'])!r})")
 
 
-# ------------------------------------------------------------------ resolving
 def resolve(ref: str | os.PathLike | None = None) -> Path:
-    """Local folder holding the head named by ``ref`` (downloaded and cached for Hub ids)."""
-    ref = str(ref) if ref is not None else DEFAULT_ZOO_NAME
-    if ref.startswith(HUB_PREFIX):
-        return _download(ref[len(HUB_PREFIX):])
-    if ref.startswith(LOCAL_PREFIX) or os.sep in ref or ref.startswith("."):
-        path = Path(ref.removeprefix(LOCAL_PREFIX)).expanduser()
-        _recover(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise ZooError(f"no zoo head at {path} (missing {CONFIG_NAME})")
-        return path
-    name = validate_head_name(ref)
-    for base in zoo_dirs():
-        _recover(base / name)
-        if (base / name / CONFIG_NAME).is_file():
-            return base / name
-    raise ZooError(f"no zoo head named {name!r}; available: {[h['name'] for h in list_zoo()] or 'none'}")
-
-
-def _download(repo: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    repo_id, _, revision = repo.partition("@")
-    try:
-        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=HEAD_FILES)
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        raise ZooError(f"could not fetch {HUB_PREFIX}{repo} from the Hugging Face Hub or its cache: {exc}") from None
-    return Path(folder)
-
-
-def _recover(path: Path) -> None:
-    """Finish a swap interrupted between its two renames (the previous version is put back)."""
-    if path.exists() or not path.parent.is_dir():
-        return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
-    if olds:
-        with contextlib.suppress(OSError):
-            os.rename(olds[-1], path)
+    """Local folder holding the head named by ``ref`` (downloaded and cached for Hub ids); ``None``: the
+    default head. Raises ``ZooError`` when there is none."""
+    return _resolve(ref, files=HEAD_FILES)
 
 
 # -------------------------------------------------------------------- loading
-def read_config(folder: Path) -> dict[str, Any]:
-    """``config.json`` of a head folder, validated against the schema."""
-    try:
-        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ZooError(f"unreadable {CONFIG_NAME} in {folder}: {exc}") from None
-    validate_config(config, folder)
+def validate_config(config: Any, where: Any = "config") -> dict[str, Any]:
+    """A head's config checked and upgraded to the current layout; ``ZooError`` naming ``where`` otherwise."""
+    config = _validate_any_config(config, where)
+    if config["head"]["type"] not in HEADS:
+        raise ZooError(f"{where}: unknown head type {config['head']['type']!r}; known: {sorted(HEADS)}")
+    if not isinstance(config.get("classes"), list) or config.get("backbone") is None:
+        raise ZooError(f"{where}: {CONFIG_NAME} of a head needs 'classes' and 'backbone'")
     return config
 
 
-def validate_config(config: Any, where: Any = "config") -> None:
-    if not isinstance(config, dict):
-        raise ZooError(f"{where}: {CONFIG_NAME} must hold a JSON object")
-    for key, kind in REQUIRED_KEYS.items():
-        if not isinstance(config.get(key), kind):
-            raise ZooError(f"{where}: {CONFIG_NAME} needs {key!r} of type {kind.__name__}")
-    if config["format_version"] > FORMAT_VERSION:
-        raise ZooError(f"{where}: format_version {config['format_version']} is newer than this library "
-                       f"supports ({FORMAT_VERSION}); upgrade attribution")
-    if config["head"] not in HEADS:
-        raise ZooError(f"{where}: unknown head type {config['head']!r}; known: {sorted(HEADS)}")
-    weights = config.get("weights", WEIGHTS_NAME)
-    if not str(weights).endswith(".safetensors") or "/" in str(weights):
-        raise ZooError(f"{where}: weights must be a .safetensors file in the head folder (pickle is refused)")
+def read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a head folder, validated and in the current layout."""
+    config = _read_any_config(folder)
+    return validate_config(config, folder)
 
 
 def load_head(ref: str | os.PathLike | None = None) -> tuple[BaseHead, dict[str, Any]]:
-    """Head and config for ``ref`` (see :func:`resolve`)."""
+    """Head and config (current layout) for ``ref`` (see :func:`resolve`)."""
     folder = resolve(ref)
     config = read_config(folder)
     try:
-        arrays = load_file(str(folder / WEIGHTS_NAME))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise ZooError(f"unreadable {WEIGHTS_NAME} in {folder}: {exc}") from None
-    try:
-        head = HEADS[config["head"]].from_state(config["head_params"], config["head_state"], arrays)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ZooError(f"{folder}: head state does not match its config: {exc}") from None
+        head = HEADS[config["head"]["type"]].from_config(config, read_weights(folder))
+    except ZooError as exc:
+        raise ZooError(f"{folder}: {exc}") from None
     if list(getattr(head, "classes_", [])) != config["classes"]:
         raise ZooError(f"{folder}: classes in {CONFIG_NAME} do not match the head state")
     return head, config
@@ -175,105 +104,34 @@ def read_hashes(folder: Path) -> ExemplarHashes | None:
 
 
 # -------------------------------------------------------------------- saving
-def build_config(head: BaseHead, backbone_config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The ``config.json`` of a head trained on features described by ``backbone_config``."""
-    meta = head.meta_dict()
-    return {"format_version": FORMAT_VERSION, "head": type(head).__name__, "head_params": head.get_params(),
-            "head_state": meta, "classes": list(meta.get("classes_", [])), **backbone_config, **extra}
-
-
-@contextlib.contextmanager
-def head_lock(folder: Path) -> Iterator[None]:
-    """Exclusive lock for read-modify-write of the head at ``folder`` (e.g. two enrollments at once)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Replace ``folder`` atomically by what ``write(tmp)`` puts in a fresh temporary folder beside it
-    (the files already in ``folder`` are copied there first, pickle files excepted)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the head is as readable as any new folder
-    try:
-        if folder.is_dir():
-            for item in folder.iterdir():
-                if not item.name.endswith(PICKLE_SUFFIXES):
-                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        write(tmp)
-        _swap(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
 def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any], card: str | None = None,
-              extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``folder`` atomically.
-
-    An existing ``README.md`` is kept unless ``card`` is given. ``extra_files`` (relative name -> bytes)
-    are written alongside, e.g. exemplar thumbnails.
-    """
+              files: dict[str, bytes] | None = None) -> Path:
+    """Save ``head`` with ``config`` (backbone, preprocessing, name, training...) as a zoo folder, atomically
+    (an existing model card is kept unless ``card`` is given). Refuses a user head named like a shipped one."""
     folder = Path(folder)
-    validate_config(config, folder)
+    config = {**config, "classes": list(head.meta_dict().get("classes_", []))}
+    validate_config(head.to_config(config), folder)
     _check_not_shadowing(folder)
-
-    def write(tmp: Path) -> None:
-        arrays = {k: np.ascontiguousarray(v) for k, v in head.state_dict().items()}
-        save_file(arrays, str(tmp / WEIGHTS_NAME), metadata={"format": "np"})
-        _write_file(tmp / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-        if card is not None or not (tmp / CARD_NAME).exists():
-            _write_file(tmp / CARD_NAME, (card if card is not None else model_card(config)).encode())
-        for name, data in (extra_files or {}).items():
-            target = (tmp / name).resolve()
-            if tmp.resolve() not in target.parents:
-                raise ValueError(f"extra file {name!r} would escape the head folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _write_file(target, data)
-
-    return write_folder(folder, write)
-
-
-def _swap(new: Path, folder: Path) -> None:
-    old = None
-    if folder.exists():
-        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-        os.rename(folder, old)
-    os.rename(new, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return head.save_pretrained(folder, config, card=card, files=files)
 
 
 def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any],
                     hashes: ExemplarHashes | None = None, **extra: Any) -> Path:
-    """Build the config for ``head`` and save it, with its duplicate index when given (the one call the CLI
-    and the app use)."""
-    config = build_config(head, backbone_config, **extra)
+    """Save a newly trained ``head`` over the features of ``backbone_config`` (``Backbone.config()``), with its
+    duplicate index when given and a fresh model card."""
+    config = {**backbone_section(backbone_config), **extra}
     files = {HASHES_NAME: hashes.to_bytes()} if hashes is not None else None
-    return save_head(folder, head, config, card=model_card(config), extra_files=files)
+    full = head.to_config({**config, "classes": list(head.meta_dict().get("classes_", []))})
+    return save_head(folder, head, config, card=head.model_card(full), files=files)
 
 
 def save_hashes(ref: str | os.PathLike, hashes: ExemplarHashes) -> Path:
     """Write ``hashes`` as the duplicate index of the head at ``ref`` (a folder), atomically, under its lock."""
     folder = Path(ref)
-    with head_lock(folder):
-        head, config = load_head(folder)
-        return save_head(folder, head, config, extra_files={HASHES_NAME: hashes.to_bytes()})
+    with folder_lock(folder):
+        read_config(folder)  # a head must be there; the head itself is not rewritten
+        write_bytes(folder / HASHES_NAME, hashes.to_bytes())
+    return folder
 
 
 # --------------------------------------------------------------- listing, hub
@@ -288,9 +146,9 @@ def is_network(folder: Path) -> bool:
 def list_zoo() -> list[dict[str, Any]]:
     """Every head of the shipped zoo and the user zoo, side by side.
 
-    Each entry: ``name``, ``origin`` (``shipped`` or ``user``), ``path``, ``backbone``, ``classes``,
-    ``head``, ``base_head`` (the head an enrolled one was made from, else ``None``) and ``shadowed``
-    (a user head named like a shipped one, which only loads by its path); or ``error``.
+    Each entry: ``name``, ``origin`` (``shipped`` or ``user``), ``path``, ``backbone`` (its id), ``classes``,
+    ``head`` (its type), ``base_head`` (the head an enrolled one was made from, else ``None``) and
+    ``shadowed`` (a user head named like a shipped one, which only loads by its path); or ``error``.
     """
     entries: list[dict[str, Any]] = []
     shipped: set[str] = set()
@@ -310,8 +168,8 @@ def list_zoo() -> list[dict[str, Any]]:
                 continue
             if origin == "shipped":
                 shipped.add(folder.name)
-            entries.append({**entry, "backbone": config["backbone"], "classes": config["classes"],
-                            "head": config["head"], "base_head": config.get("base_head")})
+            entries.append({**entry, "backbone": config["backbone"]["id"], "classes": config["classes"],
+                            "head": config["head"]["type"], "base_head": config.get("base_head")})
     return entries
 
 
@@ -327,106 +185,3 @@ def push_to_hub(ref: str | os.PathLike, repo_id: str, token: str | None = None, 
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
                              allow_patterns=[*HEAD_FILES, "*.png", "*.jpg"])
     return str(getattr(info, "commit_url", info))
-
-
-# ---------------------------------------------------------------- model card
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- generator-attribution
-- open-set
-license: apache-2.0
----
-
-# {name}
-
-Open-set attribution head: tells which generator made an image (`real`, one of the known
-generators, `unknown` or `uncertain`). Head `{head}` over frozen `{backbone}` features (layers: {layers}).
-
-## Classes
-{classes}
-
-## Decision
-{probe}`unknown` when the unknown score exceeds **{offset}** (calibrated so that {accept:.0%} of held-out
-  known-{known} images are accepted).
-- Verification: per-class thresholds set at a false-match rate of {fmr:.1%} on other-class images.
-
-## Training data
-{training}
-{base}
-## Metrics
-{metrics}
-
-## Use
-```bash
-python -m attribution predict --zoo {name} --json image.png
-```
-```python
-from attribution import Attributor
-attributor = Attributor.from_pretrained("{name}")
-print(attributor("image.png")[0].label)
-```
-"""
-
-
-def _public(value: Any) -> Any:
-    """A value fit for a card that others read: absolute paths are cut to their last part."""
-    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
-
-
-def _table(rows: dict[str, Any]) -> str:
-    if not rows:
-        return "Not measured yet."
-    lines = ["| metric | value |", "|---|---|"]
-    for key, value in rows.items():
-        value = _public(value)
-        lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    return "\n".join(lines)
-
-
-def _enrolled_section(config: dict[str, Any]) -> str:
-    """Where an enrolled head comes from and what each enrolled class is worth (measured at enrollment)."""
-    enrolled = config.get("enrolled", {})
-    if not config.get("base_head") and not enrolled:
-        return ""
-    lines = [f"\n## Base head\n`{config.get('base_head', '?')}`, extended by enrollment with the generators below "
-             "(its own metrics were measured without them and are not repeated here).\n",
-             "| generator | images | expected recall (left out) | closest known class (share of its images) |",
-             "|---|---|---|---|"]
-    for label, info in enrolled.items():
-        recall, closest = info.get("expected_recall"), info.get("closest_class")
-        share = info.get("closest_class_share")
-        lines.append(f"| `{label}` | {info.get('n_images', '?')} | {'-' if recall is None else f'{recall:.2f}'} | "
-                     + ("-" if closest is None or share is None else f"`{closest}` ({share:.0%})") + " |")
-    return "\n".join(lines) + "\n"
-
-
-def model_card(config: dict[str, Any]) -> str:
-    """README.md model card filled from ``config``."""
-    state = config.get("head_state", {})
-    params = config.get("head_params", {})
-    training = config.get("training", {})
-    counts = training.get("class_counts", {})
-    classes = "\n".join(f"- `{c}`" + (f" ({counts[c]} images)" if c in counts else "") for c in config["classes"])
-    metrics = config.get("metrics", {})
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    extra = "\n\n".join(f"![{name}]({name})" for name in config.get("figures", []))
-    probe = "- "
-    if state.get("synthetic_offset_") is not None:
-        probe = (f"- Is it synthetic? A linear probe on the features gives a synthetic score: below "
-                 f"**{state['real_offset_']:.4f}** the label is `real`, from **{state['synthetic_offset_']:.4f}** on the "
-                 f"image is synthetic, in between `uncertain` (thresholds: {params.get('real_false_rate', 0.05):.0%} of "
-                 f"held-out kinds of real photo called synthetic, {params.get('synthetic_miss_rate', 0.05):.0%} of "
-                 f"held-out generators called real).\n- If synthetic, which known generator? ")
-    return CARD_TEMPLATE.format(
-        probe=probe, known="generator" if probe != "- " else "class",
-        name=config.get("name", "attribution-head"), head=config["head"], backbone=config["backbone"],
-        layers=", ".join(f"`{l}`" for l in config["layers"]), classes=classes,
-        offset=f"{state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
-        fmr=params.get("false_match_rate", 0.01),
-        training=_table({k: v for k, v in training.items() if not isinstance(v, (dict, list))}),
-        base=_enrolled_section(config),
-        metrics=(_table(flat) if flat or not config.get("enrolled") else "See the enrolled generators above.")
-        + (f"\n\n{extra}" if extra else ""),
-    )

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {"n_components": 384}
         fold_X = {f: base for f in folds}
     else:
-        params = {**zoo.read_config(zoo.resolve(args.zoo or args.write_zoo))["head_params"]}
+        params = {**zoo.read_config(zoo.resolve(args.zoo or args.write_zoo))["head"]["params"]}
         missing = [f for f in folds if not (fold_network(f) / "model.safetensors").is_file()]
         if missing:
             raise SystemExit(f"fold networks missing for {missing}: run python benchmarks/folds.py first")
@@ -338,15 +338,13 @@ def write_zoo(folder: Path, runs: dict[str, Fold], mean: dict, rows: dict, held:
         config["probe_calibration"] = ("thresholds from the held-out scores of the leak-free folds of "
                                        "benchmarks/accuracy.py (unseen generators, unseen kinds of real photo)")
     files = figures(runs, rows)
-    config = zoo.build_config(head, {}, **{k: v for k, v in config.items()
-                                           if k not in ("format_version", "head", "head_params", "head_state", "classes")})
     config["metrics"] = {**{k: round(v, 4) for k, v in mean.items()},
                          "protocol": "leak-free folds: each holds out one generator and one or two real-photo "
                                      "collections; fold networks, probe and head trained without them; probe "
                                      "thresholds from the other folds' held-out scores (benchmarks/accuracy.py)",
                          "per_fold": {f: {k: round(v, 4) for k, v in r.items()} for f, r in rows.items()}}
     config["figures"] = sorted(files)
-    zoo.save_head(folder, head, config, card=zoo.model_card(config), extra_files=files)
+    zoo.save_head(folder, head, config, card=head.model_card(head.to_config(config)), files=files)
     print(f"metrics written to {folder}", file=sys.stderr)
 
 

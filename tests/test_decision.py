@@ -125,10 +125,17 @@ def test_old_heads_without_a_probe_decide_as_before():
     decision = head.decide(X)
     assert decision.synthetic_score is None and not head.has_probe
     assert set(decision.labels) <= {"real", "a", "b", UNKNOWN}
+    # a head saved by an earlier release: format_version 1 (flat config), no probe, thresholds where
+    # higher is worse (the reverse of scikit-learn's offset_)
     state = {k: v for k, v in head.state_dict().items() if not k.startswith("probe_")}
     meta = {k: v for k, v in head.meta_dict().items() if k not in ("probe_intercept_", "real_offset_", "synthetic_offset_")}
-    old = OpenSetHead.from_state(head.get_params(), meta, state)
+    meta.update(offset_=-head.offset_, distance_offset_=-head.distance_offset_)
+    v1 = {"format_version": 1, "head": "OpenSetHead", "head_params": head.get_params(), "head_state": meta,
+          "backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"], "preprocess_cfg": {}, "classes": head.classes_}
+    old = OpenSetHead.from_config(v1, state)
+    assert old.offset_ == head.offset_ and old.distance_offset_ == head.distance_offset_
     assert (old.decide(X).labels == decision.labels).all()
+    assert old.decide(X).unknown_threshold == decision.unknown_threshold == -head.offset_
 
 
 def test_probe_thresholds_hold_on_held_out_units():

@@ -41,7 +41,9 @@ def test_round_trip_from_path_and_name(tmp_path, user_home):
     for loaded in (by_path, by_name, by_local_dir):
         assert_same(head, loaded)
         assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
-    assert config["backbone"] == BACKBONE_CFG["backbone"] and config["classes"] == head.classes_
+    assert config["backbone"] == {"id": BACKBONE_CFG["backbone"], "layers": ["blocks.6"], "pool": "mean"}
+    assert config["preprocess_cfg"] == BACKBONE_CFG["preprocess_cfg"] and config["classes"] == head.classes_
+    assert config["format_version"] == 2 and config["head"]["type"] == "OpenSetHead"
     assert "my-head" in [h["name"] for h in zoo.list_zoo()]
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: attribution") and "`gen_a`" in card
@@ -73,7 +75,8 @@ def test_refuses_pickle_and_bad_configs(tmp_path):
     config = json.loads((folder / CONFIG_NAME).read_text())
     for change, message in [({"weights": "model.bin"}, "pickle is refused"),
                             ({"format_version": 99}, "newer than this library"),
-                            ({"head": "EvilHead"}, "unknown head type"),
+                            ({"head": {**config["head"], "type": "EvilHead"}}, "unknown head type"),
+                            ({"head": "OpenSetHead"}, "'head' with 'type'"),
                             ({"classes": "real"}, "'classes'")]:
         (folder / CONFIG_NAME).write_text(json.dumps({**config, **change}))
         with pytest.raises(zoo.ZooError, match=message):

@@ -86,7 +86,7 @@ def load_network(ref: str) -> tuple[ResidualCNN, dict]:
     from safetensors.torch import load_file
 
     from ..constants import CONFIG_NAME, WEIGHTS_NAME
-    from ..zoo import ZooError, resolve
+    from ..storage import ZooError, resolve
 
     folder = resolve(ref)
     try:

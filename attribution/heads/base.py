@@ -1,8 +1,8 @@
 """scikit-learn-style base for heads: parameters from ``__init__``, fitted state in arrays + JSON.
 
-Heads need only NumPy (and scikit-learn to fit). Persistence is split so the zoo can store it without
-pickle: :meth:`BaseHead.state_dict` gives the arrays for ``model.safetensors``, :meth:`BaseHead.meta_dict`
-the JSON-able fitted state for ``config.json``.
+Heads need only NumPy (and scikit-learn to fit). They are saved like every fitted model of the package
+(:class:`~attribution.persistence.PretrainedMixin`): :meth:`BaseHead.state_dict` gives the arrays for
+``model.safetensors``, :meth:`BaseHead.meta_dict` the JSON-able fitted state for ``config.json``.
 """
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..persistence import PretrainedMixin
+
 
 class NotFittedError(RuntimeError):
-    """A head was used before ``fit``."""
+    """A head or verifier was used before ``fit`` (or before its state was loaded)."""
 
 
-class BaseHead:
-    """Common plumbing: ``get_params``, ``state_dict``/``meta_dict`` and ``from_state``."""
+class BaseHead(PretrainedMixin):
+    """Common plumbing: ``get_params``, ``state_dict``/``meta_dict``, ``from_state`` and ``clone``."""
 
     _array_attrs: ClassVar[tuple[str, ...]] = ()
     _meta_attrs: ClassVar[tuple[str, ...]] = ()
@@ -28,10 +30,11 @@ class BaseHead:
         return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, as stored in ``config.json`` under ``head_params``."""
+        """The constructor arguments, as stored in ``config.json`` under ``head.params``."""
         return {name: getattr(self, name) for name in self._param_names()}
 
     def check_is_fitted(self) -> None:
+        """Raises :class:`NotFittedError` before ``fit``."""
         if not all(hasattr(self, name) for name in self._array_attrs):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
 
@@ -44,10 +47,14 @@ class BaseHead:
         return {name: getattr(self, name) for name in self._meta_attrs}
 
     @classmethod
-    def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BaseHead":
-        """Rebuild a fitted head; unknown parameter keys are dropped (forward compatibility)."""
+    def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                   **kwargs: Any) -> "BaseHead":
+        """Rebuild a fitted head; unknown parameter keys are dropped (forward compatibility).
+
+        Raises ``ValueError`` when the state lacks a fitted attribute.
+        """
         names = set(cls._param_names())
-        head = cls(**{k: v for k, v in params.items() if k in names})
+        head = cls(**{k: v for k, v in {**params, **kwargs}.items() if k in names})
         missing = [n for n in (*cls._array_attrs, *cls._meta_attrs) if n not in arrays and n not in meta]
         if missing:
             raise ValueError(f"{cls.__name__} state is missing {missing}")

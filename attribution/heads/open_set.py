@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..constants import REAL, UNCERTAIN, UNKNOWN
 from .base import BaseHead, NotFittedError
+from .card import model_card
 from .synthetic import fit_probe, held_out_probe_scores, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
@@ -54,7 +55,9 @@ class Decision:
     ``synthetic_score x P(generator | synthetic)``); ``unknown_score`` (n,) in 0-1, higher = less like any
     known generator, against ``unknown_threshold``; ``synthetic_score`` (n,) in 0-1 or ``None`` for heads
     without a probe, against ``real_threshold`` / ``synthetic_threshold``; ``reasons`` (n,) the rule
-    that decided each label (the ``REASON_*`` constants).
+    that decided each label (the ``REASON_*`` constants); ``nearest`` the closest exemplars of each row as
+    ``(class, id, distance)`` when asked for. Thresholds are in the JSON's direction (higher = worse):
+    ``unknown_threshold`` is ``-offset_``.
     """
 
     labels: np.ndarray
@@ -65,6 +68,7 @@ class Decision:
     real_threshold: float | None
     synthetic_threshold: float | None
     reasons: np.ndarray
+    nearest: list[list[tuple[str, str, float]]] | None = None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -278,9 +282,10 @@ class OpenSetHead(BaseHead):
             decisions[held_out] = fold.decision_function(X[held_out])
         self.temperature_ = _fit_temperature(decisions, codes)
         rows = self._generator_columns()[codes] if self.has_probe else np.ones(len(codes), bool)
-        self.offset_ = float(np.quantile(self._unknown_from_decisions(decisions[rows], self.classes_), self.accept_rate))
-        self.distance_offset_ = float(np.quantile(self._distance_from_likelihoods(decisions[rows]),
-                                                  DISTANCE_ACCEPT_RATE))
+        self.offset_ = -float(np.quantile(self._unknown_from_decisions(decisions[rows], self.classes_),
+                                          self.accept_rate))
+        self.distance_offset_ = -float(np.quantile(self._distance_from_likelihoods(decisions[rows]),
+                                                   DISTANCE_ACCEPT_RATE))
         log_odds = self._log_odds(decisions)
         self.verify_offsets_ = np.array([self._verify_offset(log_odds[codes != c, c])
                                          for c in range(len(self.classes_))])
@@ -349,13 +354,22 @@ class OpenSetHead(BaseHead):
         return self
 
     @classmethod
-    def from_state(cls, params: dict, meta: dict, arrays: dict[str, np.ndarray]) -> "OpenSetHead":
-        # heads saved before enrolled classes were tracked treat every class as a training class, and
-        # heads saved before the synthetic probe decide with one question
+    def upgrade_state(cls, meta: dict, arrays: dict[str, np.ndarray], version: int
+                      ) -> tuple[dict, dict[str, np.ndarray]]:
+        """Heads of ``format_version`` 1 kept ``offset_`` and ``distance_offset_`` as thresholds on the
+        unknown score and the distance (higher = worse); they are negated into scikit-learn's convention.
+        Heads saved before enrolled classes were tracked treat every class as a training class, and
+        heads saved before the synthetic probe decide with one question."""
+        if version < 2:
+            meta = {**meta, "offset_": -meta["offset_"], "distance_offset_": -meta["distance_offset_"]}
         empty = np.zeros(0)
         arrays = {"probe_mean_": empty, "probe_scale_": empty, "probe_coef_": empty, **arrays}
         meta = {"enrolled_": [], "probe_intercept_": None, "real_offset_": None, "synthetic_offset_": None, **meta}
-        return super().from_state(params, meta, arrays)
+        return meta, arrays
+
+    def model_card(self, config: dict) -> str:
+        """``README.md`` of a zoo head: classes, the decision and its thresholds, training data, metrics."""
+        return model_card(config)
 
     # ---------------------------------------------------------------- scoring
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -420,11 +434,17 @@ class OpenSetHead(BaseHead):
             likelihoods = likelihoods[:, self._generator_columns()]
         return -likelihoods.max(axis=1) / self.projection_.shape[1]
 
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """How well the known classes explain each sample, ``(n_samples,)`` in -1-0: the negated
+        :meth:`unknown_score` (scikit-learn's outlier convention, as ``IsolationForest.score_samples``).
+        ``score_samples(X) - offset_ < 0`` is the unknown-score rule of :meth:`decide`."""
+        return -self.unknown_score(X)
+
     def unknown_score(self, X: np.ndarray) -> np.ndarray:
         """``1 - max`` of a flattened softmax of the likelihoods (over the generators, with a probe; else
         times ``1 - P(real)``), ``(n_samples,)`` in 0-1: higher = more likely from an unknown generator.
 
-        The score over the training classes (the one ``offset_`` was calibrated on) is lowered, never
+        The score over the training classes (the one ``-offset_`` was calibrated on) is lowered, never
         raised, by enrolled classes: an image is as known as its best explanation, either by the
         training classes alone or by all classes with the enrolled-class biases. So enrolling never
         makes old-class images look unknown, and an image the new class claims is not rejected.
@@ -432,23 +452,25 @@ class OpenSetHead(BaseHead):
         self.check_is_fitted()
         return self._unknown_from_likelihoods(self._likelihoods(self.transform(X)))
 
-    def decide(self, X: np.ndarray) -> Decision:
-        """Label, probabilities, scores, thresholds and the deciding rule of every row of ``X``
-        ``(n_samples, n_features)``, from one projection of the batch.
+    def decide(self, X: np.ndarray, nearest: int = 0) -> Decision:
+        """Label, probabilities, scores, thresholds, the deciding rule and (``nearest`` > 0) the nearest
+        exemplars of every row of ``X`` ``(n_samples, n_features)``, from one projection of the batch.
 
         With a synthetic probe the decision asks two questions. 1) Is it synthetic? Below
         ``real_offset_`` the label is ``real``; from ``synthetic_offset_`` on it is synthetic; in between
         ``uncertain``. 2) If synthetic, which known generator? ``unknown`` when the unknown score passes
-        ``offset_`` or the image is farther from every generator than ``distance_offset_``, else the
+        ``-offset_`` or the image is farther from every generator than ``-distance_offset_``, else the
         most likely generator. Without a probe (earlier heads): the most likely class, or ``unknown``
         by the same two rules (the guard sparing images whose best class is ``real``).
         """
         self.check_is_fitted()
-        likelihoods = self._likelihoods(self.transform(X))
+        Z = self.transform(X)
+        likelihoods = self._likelihoods(Z)
         decisions = likelihoods + self.class_bias_
         unknown = self._unknown_from_likelihoods(likelihoods)
-        far = self._distance_from_likelihoods(likelihoods) > self.distance_offset_
-        above = unknown > self.offset_
+        far = -self._distance_from_likelihoods(likelihoods) < self.distance_offset_
+        above = -unknown < self.offset_
+        neighbours = self._nearest(Z, nearest) if nearest else None
         classes = np.asarray(self.classes_, dtype=object)
         if not self.has_probe:
             best = decisions.argmax(axis=1)
@@ -459,8 +481,8 @@ class OpenSetHead(BaseHead):
             reasons[far] = REASON_CLOSED_FAR
             reasons[above] = REASON_CLOSED_UNKNOWN
             labels[above | far] = UNKNOWN
-            return Decision(labels, _softmax(decisions / self.temperature_), unknown, self.offset_, None, None, None,
-                            reasons)
+            return Decision(labels, _softmax(decisions / self.temperature_), unknown, -self.offset_, None, None, None,
+                            reasons, neighbours)
         generators = self._generator_columns()
         synthetic = self.synthetic_score(X)
         p_generator = _softmax(decisions[:, generators] / self.temperature_)
@@ -476,8 +498,8 @@ class OpenSetHead(BaseHead):
         reasons[is_synthetic] = REASON_KNOWN
         for mask, reason in ((is_synthetic & above, REASON_UNKNOWN), (is_synthetic & far, REASON_FAR)):
             labels[mask], reasons[mask] = UNKNOWN, reason
-        return Decision(labels, proba, unknown, self.offset_, synthetic, self.real_offset_, self.synthetic_offset_,
-                        reasons)
+        return Decision(labels, proba, unknown, -self.offset_, synthetic, self.real_offset_, self.synthetic_offset_,
+                        reasons, neighbours)
 
     def reject(self, X: np.ndarray) -> np.ndarray:
         """``True`` where :meth:`decide` labels a sample ``unknown``."""
@@ -495,27 +517,28 @@ class OpenSetHead(BaseHead):
             out[:, c] = z[:, c] - logsumexp(np.delete(z, c, axis=1), axis=1)
         return out
 
-    def score_samples(self, X: np.ndarray, label: str) -> np.ndarray:
-        """Verification score for "made by ``label``": the log-odds of that class; higher = more likely."""
+    def class_log_odds(self, X: np.ndarray) -> np.ndarray:
+        """``log p_c - log(1 - p_c)`` of every class, ``(n_samples, n_classes)``: the black-box verification
+        score of "made by class c" (higher = more likely), matched when above ``verify_offsets_[c]``
+        (set at ``false_match_rate``; see :class:`attribution.verification.BlackBoxVerifier`)."""
         self.check_is_fitted()
-        return self._log_odds(self.decision_function(X))[:, self._code(label)]
-
-    def verification_score(self, X: np.ndarray, label: str) -> np.ndarray:
-        """``score_samples`` minus the class's offset: > 0 is a match at ``false_match_rate``."""
-        return self.score_samples(X, label) - self.verify_offsets_[self._code(label)]
+        return self._log_odds(self.decision_function(X))
 
     def verification_negatives(self, label: str) -> np.ndarray:
-        """Verification scores for ``label`` of the exemplar bank's other-class images (each left out of
-        its own class mean): the negatives that false-match rates are read from."""
+        """:meth:`class_log_odds` for ``label`` of the exemplar bank's other-class images (each left out of
+        its own class mean), ``(n_negatives,)``: the negatives that false-match rates are read from."""
         self.check_is_fitted()
         code = self._code(label)
-        scores = self._log_odds(self._bank_decisions())[:, code] - self.verify_offsets_[code]
+        scores = self._log_odds(self._bank_decisions())[:, code]
         return scores[self.bank_labels_ != code]
 
     def nearest_exemplars(self, X: np.ndarray, k: int = 4) -> list[list[tuple[str, str, float]]]:
-        """For each sample, the ``k`` closest bank exemplars as ``(class, id, distance)``."""
+        """For each sample, the ``k`` closest bank exemplars as ``(class, id, distance)`` (distance: RMS
+        per whitened dimension)."""
         self.check_is_fitted()
-        Z = self.transform(X)
+        return self._nearest(self.transform(X), k)
+
+    def _nearest(self, Z: np.ndarray, k: int) -> list[list[tuple[str, str, float]]]:
         d = np.sqrt(((Z[:, None, :] - self.bank_[None]) ** 2).sum(axis=2) / Z.shape[1])
         order = np.argsort(d, axis=1)[:, :k]
         return [[(self.classes_[self.bank_labels_[j]], self.bank_ids_[j], float(d[i, j])) for j in row]

@@ -232,7 +232,7 @@ def save_network(folder: str | os.PathLike, model: ResidualCNN, config: dict) ->
     """Write the network as a zoo folder (``config.json``, ``model.safetensors``, ``README.md``), atomically."""
     from safetensors.torch import save_file
 
-    from ..zoo import write_folder
+    from ..storage import write_folder
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)

@@ -38,11 +38,11 @@ def head_summary(base: Attributor | None, state: VisitorState) -> str:
     cfg = base.config
     lines = [f"**Served head:** {code(base.name)} ({origin(base)})"
              + (f", made from {code(cfg['base_head'])} by enrollment" if cfg.get("base_head") else ""),
-             f"**Backbone:** {code(cfg.get('backbone'))}, {len(cfg.get('layers', []))} layers, "
+             f"**Backbone:** {code(cfg['backbone']['id'])}, {len(cfg['backbone'].get('layers', []))} layers, "
              f"{cfg.get('preprocess_cfg', {}).get('n_crops', '?')} crop(s) of "
              f"{cfg.get('preprocess_cfg', {}).get('size', '?')} px",
              f"**Classes ({len(base.classes)}):** " + ", ".join(code(c) for c in base.classes),
-             f"**Unknown threshold:** {float(base.head.offset_):.4f}"]
+             f"**Unknown threshold:** {-float(base.head.offset_):.4f}"]
     metrics = {k: v for k, v in cfg.get("metrics", {}).items() if isinstance(v, (int, float, str))}
     if metrics:
         lines.append("| metric | value |\n|---|---|\n" + "\n".join(

@@ -1,0 +1,187 @@
+"""Where saved things live and how they are written: the one place for atomic writes, folder swaps,
+locks and resolving a reference (zoo name, folder, ``hf-hub:`` id) to a local folder.
+
+Every write goes to a temporary name beside its target and is renamed over it, so a crash leaves the
+old or the new version, never a mix. Folders are swapped with two renames; :func:`recover` finishes a
+swap interrupted between them. Imports neither torch nor the heads.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .constants import CONFIG_NAME, DEFAULT_ZOO_NAME
+from .names import validate_head_name
+
+SHIPPED_ZOO = Path(__file__).resolve().parent.parent / "zoo"
+HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+
+class ZooError(RuntimeError):
+    """A saved model that cannot be found, read or trusted; the message says which and why."""
+
+
+# ------------------------------------------------------------------ writing
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; when the block ends without error, the file written
+    there replaces ``target`` (fsynced, one rename); otherwise it is removed and ``target`` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is as readable as any new file
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Replace ``folder`` atomically by what ``write(tmp)`` puts in a fresh temporary folder beside it
+    (the files already in ``folder`` are copied there first, pickle files excepted)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is as readable as any new one
+    try:
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if not item.name.endswith(PICKLE_SUFFIXES):
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        write(tmp)
+        for path in tmp.rglob("*"):  # some writers (safetensors) make private files; a saved model is readable
+            if path.is_file():
+                os.chmod(path, 0o666 & ~_umask())
+        _swap(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Exclusive lock (threads and processes) for a read-modify-write of the saved model at ``folder``.
+
+    Re-entrant within a thread: a save inside a locked read-modify-write does not wait on itself.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = (folder.parent / f".{folder.name}.lock").resolve()
+    held = _held.__dict__.setdefault("paths", set())
+    if lock in held:
+        yield
+        return
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        held.add(lock)
+        try:
+            yield
+        finally:
+            held.discard(lock)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def recover(path: Path) -> None:
+    """Finish a folder swap interrupted between its two renames (the previous version is put back)."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if olds:
+        with contextlib.suppress(OSError):
+            os.rename(olds[-1], path)
+
+
+def _swap(new: Path, folder: Path) -> None:
+    old = None
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        os.rename(folder, old)
+    os.rename(new, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# ---------------------------------------------------------------- resolving
+def user_zoo_dir() -> Path:
+    """Writable zoo for enrolled heads and fitted verifiers: ``$ATTRIBUTION_HOME/zoo`` (default
+    ``~/.cache/attribution/zoo``)."""
+    home = os.environ.get("ATTRIBUTION_HOME") or Path.home() / ".cache" / "attribution"
+    return Path(home) / "zoo"
+
+
+def zoo_dirs() -> list[Path]:
+    """Where bare names are looked up, first match wins: the shipped zoo, then the user zoo."""
+    return [SHIPPED_ZOO, user_zoo_dir()]
+
+
+def is_path_ref(ref: str) -> bool:
+    """Whether ``ref`` names a folder (``local-dir:``, a path separator or a leading ``.``), not a zoo name."""
+    return ref.startswith(LOCAL_PREFIX) or os.sep in ref or ref.startswith(".")
+
+
+def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> Path:
+    """Local folder holding the saved model named by ``ref``: a name in the shipped zoo or the user zoo,
+    a folder (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]`` (downloaded with
+    ``files`` as the allowed patterns, or read from the Hub cache offline). ``None``: the default head.
+
+    Raises ``ZooError`` when nothing with a ``config.json`` is there, ``ValueError`` for a malformed name.
+    """
+    ref = str(ref) if ref is not None else DEFAULT_ZOO_NAME
+    if ref.startswith(HUB_PREFIX):
+        return download(ref[len(HUB_PREFIX):], files)
+    if is_path_ref(ref):
+        path = Path(ref.removeprefix(LOCAL_PREFIX)).expanduser()
+        recover(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise ZooError(f"nothing saved at {path} (missing {CONFIG_NAME})")
+        return path
+    name = validate_head_name(ref)
+    for base in zoo_dirs():
+        recover(base / name)
+        if (base / name / CONFIG_NAME).is_file():
+            return base / name
+    available = sorted({p.name for base in zoo_dirs() if base.is_dir() for p in base.iterdir()
+                        if (p / CONFIG_NAME).is_file()})
+    raise ZooError(f"no zoo head named {name!r}; available: {available or 'none'}")
+
+
+def download(repo: str, files: Sequence[str] = ()) -> Path:
+    """Snapshot of ``org/repo[@revision]`` from the Hugging Face Hub (or its cache, offline)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, _, revision = repo.partition("@")
+    try:
+        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=list(files) or None)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        raise ZooError(f"could not fetch {HUB_PREFIX}{repo} from the Hugging Face Hub or its cache: {exc}") from None
+    return Path(folder)
