@@ -179,4 +179,5 @@ def test_zoo_list_and_show(user_home):
     assert proc.returncode == 0 and "open-set-efficientnet-lite2" in proc.stdout
     proc, _ = run_cli("zoo", "show", "open-set-efficientnet-lite2", env_home=user_home)
     shown = json.loads(proc.stdout)
-    assert shown["backbone"].startswith("efficientnet_lite2") and "real" in shown["classes"]
+    assert shown["backbone"]["id"].startswith("efficientnet_lite2") and "real" in shown["classes"]
+    assert shown["head"]["type"] == "OpenSetHead" and "state" not in shown["head"]
