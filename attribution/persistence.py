@@ -243,6 +243,8 @@ class PretrainedMixin:
                     raise ZooError(f"saved model larger than {MAX_BYTES // 2**20} MiB")
                 config = json.loads(zf.read(CONFIG_NAME))
                 arrays = load(zf.read(WEIGHTS_NAME))
-        except (zipfile.BadZipFile, KeyError, ValueError, UnicodeDecodeError) as exc:
+        except ZooError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zipfile, json and safetensors raise several types
             raise ZooError(f"not a saved {cls.__name__}: {exc}") from None
         return cls.from_config(config, arrays, **kwargs)

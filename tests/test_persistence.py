@@ -1,0 +1,95 @@
+"""The one way to save: atomic writes, the folder lock, the mixin's files, bytes and format upgrades."""
+import io
+import json
+import os
+import stat
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+from attribution.constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from attribution.heads import OpenSetHead
+from attribution.persistence import upgrade_config
+from attribution.storage import ZooError, atomic_path, folder_lock, write_bytes
+
+
+def fitted_head():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(m, 1, (30, 6)) for m in range(3)])
+    return OpenSetHead(n_components=6).fit(X, np.repeat(["real", "a", "b"], 30)), X
+
+
+def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path):
+    target = write_bytes(tmp_path / "f.json", b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+    write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(target).st_mode) & 0o044  # readable by others, as any new file (umask 022)
+
+
+def test_folder_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path):
+    order = []
+
+    def take() -> None:
+        with folder_lock(tmp_path / "h"):
+            order.append("other")
+
+    with folder_lock(tmp_path / "h"):
+        with folder_lock(tmp_path / "h"):  # a save inside a locked read-modify-write does not wait on itself
+            other = threading.Thread(target=take)
+            other.start()
+            other.join(0.3)
+            order.append("first")
+    other.join(5)
+    assert order == ["first", "other"]
+
+
+def test_save_pretrained_writes_sorted_config_safetensors_and_keeps_an_existing_card(tmp_path):
+    head, X = fitted_head()
+    folder = head.save_pretrained(tmp_path / "h", {"name": "h", "classes": head.classes_})
+    text = (folder / CONFIG_NAME).read_text()
+    config = json.loads(text)
+    assert text == json.dumps(config, indent=2, sort_keys=True) + "\n"
+    assert config["format_version"] == 2 and config["head"]["type"] == "OpenSetHead"
+    assert (folder / WEIGHTS_NAME).read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+    assert stat.S_IMODE(os.stat(folder / WEIGHTS_NAME).st_mode) & 0o044
+    (folder / CARD_NAME).write_text("my own card")
+    head.save_pretrained(folder, {"name": "h", "classes": head.classes_})
+    assert (folder / CARD_NAME).read_text() == "my own card"
+    loaded = OpenSetHead.from_pretrained(folder)
+    assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
+
+
+def test_bytes_round_trip_is_exact_and_refuses_anything_else():
+    head, X = fitted_head()
+    data = head.to_bytes({"classes": head.classes_})
+    assert data == head.to_bytes({"classes": head.classes_})  # deterministic
+    loaded = OpenSetHead.from_bytes(data)
+    for key, value in head.state_dict().items():
+        assert np.array_equal(value, loaded.state_dict()[key])
+    assert np.array_equal(loaded.decide(X).labels, head.decide(X).labels)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(CONFIG_NAME, json.dumps(head.to_config({"classes": head.classes_})))
+        zf.writestr(WEIGHTS_NAME, b"garbage")
+    for bad in (b"", b"not a zip", head.to_bytes()[:100], buffer.getvalue()):
+        with pytest.raises(ZooError):
+            OpenSetHead.from_bytes(bad)
+
+
+def test_format_1_configs_are_nested_and_newer_ones_refused():
+    v1 = {"format_version": 1, "head": "OpenSetHead", "head_params": {"n_components": 4}, "head_state": {"x": 1},
+          "backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"], "pool": "mean",
+          "preprocess_cfg": {"size": 224}, "classes": ["real", "a"], "name": "old"}
+    up = upgrade_config(v1)
+    assert up["head"] == {"type": "OpenSetHead", "params": {"n_components": 4}, "state": {"x": 1}}
+    assert up["backbone"] == {"id": "efficientnet_lite0:imagenet", "layers": ["blocks.6"], "pool": "mean"}
+    assert up["preprocess_cfg"] == {"size": 224} and up["name"] == "old" and up["upgraded_from"] == 1
+    with pytest.raises(ZooError, match="newer"):
+        upgrade_config({**v1, "format_version": 99})
