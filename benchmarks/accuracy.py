@@ -262,7 +262,7 @@ class Fold:
         enrolled.enroll(X[shots[:k_shot]], self.generator)
         rest = shots[k_shot:]
         m[f"enroll{k_shot}_recall"] = float((enrolled.predict(X[rest]) == self.generator).mean())
-        ver = enrolled.score_samples(X[np.r_[rest, test]], self.generator)
+        ver = enrolled.class_log_odds(X[np.r_[rest, test]])[:, enrolled.classes_.index(self.generator)]
         m[f"verify{k_shot}_auc"] = float(roc_auc_score(np.r_[np.ones(len(rest)), np.zeros(len(test))], ver))
         self.roc = roc_curve(np.r_[np.zeros(len(s_known)), np.ones(len(s_unk))], np.r_[s_known, s_unk])[:2]
         return m
