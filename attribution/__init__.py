@@ -1,14 +1,22 @@
-"""Which generative model made this image? Open-set attribution, few-shot enrollment and verification."""
-from .backbones import Backbone, create_backbone, list_backbones
-from .constants import REAL, UNCERTAIN, UNKNOWN
-from .features import FeatureCache, FeatureExtractor
-from .heads import OpenSetHead
-from .names import normalize_label
-from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
-from .pipeline import Attributor
-from .provenance import ProvenanceReader, ProvenanceReport, read_provenance
-from .transform import ImageDecodeError, PreprocessCfg, load_image
-from .zoo import ZooError, list_zoo, load_head, push_to_hub, user_zoo_dir
+"""Which generative model made this image? Open-set attribution, few-shot enrollment and verification.
+
+The public names are imported on first use (PEP 562), so ``import attribution.heads`` or
+``from attribution import load_head`` needs NumPy but not torch; ``attribution.Attributor`` loads the backbones.
+"""
+import importlib
+
+_EXPORTS = {  # public name -> submodule defining it
+    "AttributionOutput": "outputs", "EnrollmentOutput": "outputs", "VerificationOutput": "outputs",
+    "Attributor": "pipeline",
+    "Backbone": "backbones", "create_backbone": "backbones", "list_backbones": "backbones",
+    "FeatureCache": "features", "FeatureExtractor": "features",
+    "ImageDecodeError": "transform", "PreprocessCfg": "transform", "load_image": "transform",
+    "OpenSetHead": "heads",
+    "ProvenanceReader": "provenance", "ProvenanceReport": "provenance", "read_provenance": "provenance",
+    "REAL": "constants", "UNCERTAIN": "constants", "UNKNOWN": "constants",
+    "ZooError": "zoo", "list_zoo": "zoo", "load_head": "zoo", "push_to_hub": "zoo", "user_zoo_dir": "zoo",
+    "normalize_label": "names",
+}
 
 __all__ = ["AttributionOutput", "Attributor", "Backbone", "EnrollmentOutput", "FeatureCache", "FeatureExtractor",
            "ImageDecodeError", "OpenSetHead", "PreprocessCfg", "ProvenanceReader",
@@ -16,3 +24,16 @@ __all__ = ["AttributionOutput", "Attributor", "Backbone", "EnrollmentOutput", "F
            "create_backbone", "list_backbones", "list_zoo", "load_head", "load_image", "normalize_label",
            "push_to_hub", "read_provenance", "user_zoo_dir"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """Import the submodule defining public ``name`` and return it (cached in the package afterwards)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

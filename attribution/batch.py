@@ -10,7 +10,8 @@ Millions of images, one Parquet dataset out, resumable. The work is split the Ra
    once (``map_batches(BatchAttributor, compute=ActorPoolStrategy(size=workers), num_gpus=...)``)
    and running its streaming feature extractor on the decoded frames;
 4. stream the result rows back to the driver, which appends them to ``OUT`` as new part files
-   (written to a temporary name and renamed, so an interrupted job never leaves a broken part).
+   (written atomically with :func:`attribution.storage.atomic_path`, so an interrupted job never
+   leaves a broken part).
 
 Rows carry the fields of ``predict --json`` (see :func:`output_schema`). Ray is an optional
 dependency, imported only inside functions: ``pip install -r requirements-ray.txt``.
@@ -23,7 +24,6 @@ Examples
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import json
@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, WEIGHTS_NAME
+from .persistence import dump_json
+from .storage import atomic_path, write_bytes
 from .transform import DecodedImage, walk_files
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -243,11 +245,11 @@ def _check_meta(output: Path, meta: dict[str, Any]) -> None:
             raise ValueError(f"{output} holds results of head {old.get('zoo')!r} ({old.get('head_sha256', '')[:12]}), "
                              f"not of {meta['zoo']!r} ({meta['head_sha256'][:12]}); write to another --output")
     else:
-        path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_bytes(path, dump_json(meta))
 
 
 class _PartWriter:
-    """Buffers result tables and writes them as ``part-<run>-<n>.parquet`` (temp file + rename)."""
+    """Buffers result tables and writes them as ``part-<run>-<n>.parquet``, each atomically."""
 
     def __init__(self, folder: Path, rows_per_file: int, skip_errors: dict[str, set[str]]) -> None:
         self.folder = folder
@@ -284,9 +286,8 @@ class _PartWriter:
             return
         table = pa.concat_tables(self.buffer)
         path = self.folder / f"{PART_PREFIX}{self.run}-{len(self.written):05d}.parquet"
-        tmp = self.folder / f".{path.name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # a hidden temporary name: readers never see a part being written
+            pq.write_table(table, tmp)
         self.written.append(path)
         self.rows += table.num_rows
         self.buffer, self.buffered = [], 0
@@ -537,43 +538,6 @@ def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str
                 ray.shutdown()
     return BatchOutput(str(out_dir), len(files), len(files) - len(todo), len(todo), writer.rows, writer.errors,
                        [p.name for p in writer.written], round(time.perf_counter() - start, 3))
-
-
-# -------------------------------------------------------------------- CLI
-def cmd_batch(args: argparse.Namespace) -> int:
-    """``python -m attribution batch``: prints one JSON summary line; exit 1 when some image failed."""
-    try:
-        result = run_batch(args.input, args.output, args.zoo, address=args.address, workers=args.workers,
-                           batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
-                           cpus_per_worker=args.cpus_per_worker, rows_per_file=args.rows_per_file,
-                           retry_errors=not args.skip_errors, quiet=args.quiet)
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] == "ray":  # a cluster failure: reported like other errors
-            raise RuntimeError(f"the Ray job failed: {exc}") from exc
-        raise
-    sys.stdout.write(json.dumps(result.to_json()) + "\n")
-    return 1 if result.errors else 0
-
-
-def add_batch_parser(subparsers: Any) -> None:
-    """Register the ``batch`` sub-command on ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    p = subparsers.add_parser("batch", help="attribute many images on a Ray cluster into a Parquet dataset",
-                              description="Attribute a folder, glob or manifest of images with Ray Data. "
-                                          "Needs: pip install -r requirements-ray.txt")
-    p.add_argument("--zoo", default=None, help="head name, folder or hf-hub:org/repo (default: the shipped head)")
-    p.add_argument("--input", nargs="+", required=True,
-                   help="folders (recursive), globs, files, or .parquet/.csv manifests with a 'path' column")
-    p.add_argument("--output", required=True, help="Parquet dataset folder (e.g. out.parquet/); resumed if it exists")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster: 'auto', 'ray://host:10001' or 'local' (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--workers", type=int, default=1, help="model workers (actors), each loading the model once")
-    p.add_argument("--batch-size", type=int, default=16, help="images per model call")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (0: CPU)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per CPU model worker")
-    p.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE, help="rows per output part file")
-    p.add_argument("--skip-errors", action="store_true", help="do not retry files recorded with an error")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or Ray Data logs")
-    p.set_defaults(func=cmd_batch)
 
 
 def iter_rows(output: str | os.PathLike) -> Iterable[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|zoo``. Calls the public API only.
+"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|zoo|batch``. Calls the public API
+only; every sub-command's arguments are declared here.
 
 The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
 """
@@ -11,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .backbones import DEFAULT_BACKBONE
-from .batch import add_batch_parser
-from .constants import MIN_IMAGE_SIZE
+from .batch import ROWS_PER_FILE
+from .constants import DEFAULT_BACKBONE, MIN_IMAGE_SIZE
 from .transform import InputFile, find_inputs
+
+ZOO_HELP = "head name, folder or hf-hub:org/repo (default: the shipped head)"
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
@@ -260,13 +262,30 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``batch``: prints one JSON summary line; exit 1 when some image failed."""
+    from .batch import run_batch
+
+    try:
+        result = run_batch(args.input, args.output, args.zoo, address=args.address, workers=args.workers,
+                           batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
+                           cpus_per_worker=args.cpus_per_worker, rows_per_file=args.rows_per_file,
+                           retry_errors=not args.skip_errors, quiet=args.quiet)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] == "ray":  # a cluster failure: reported like other errors
+            raise RuntimeError(f"the Ray job failed: {exc}") from exc
+        raise
+    _emit(result.to_json())
+    return 1 if result.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m attribution", description="Which generative model made this image?")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, zoo_arg: bool = True) -> None:
         if zoo_arg:
-            p.add_argument("--zoo", default=None, help="head name, folder or hf-hub:org/repo (default: the shipped head)")
+            p.add_argument("--zoo", default=None, help=ZOO_HELP)
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -370,7 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--private", action="store_true")
     p.set_defaults(func=cmd_zoo)
 
-    add_batch_parser(sub)
+    p = sub.add_parser("batch", help="attribute many images on a Ray cluster into a Parquet dataset",
+                       description="Attribute a folder, glob or manifest of images with Ray Data. "
+                                   "Needs: pip install -r requirements-ray.txt")
+    p.add_argument("--zoo", default=None, help=ZOO_HELP)
+    p.add_argument("--input", nargs="+", required=True,
+                   help="folders (recursive), globs, files, or .parquet/.csv manifests with a 'path' column")
+    p.add_argument("--output", required=True, help="Parquet dataset folder (e.g. out.parquet/); resumed if it exists")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: 'auto', 'ray://host:10001' or 'local' (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--workers", type=int, default=1, help="model workers (actors), each loading the model once")
+    p.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per model worker (0: CPU)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per CPU model worker")
+    p.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE, help="rows per output part file")
+    p.add_argument("--skip-errors", action="store_true", help="do not retry files recorded with an error")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or Ray Data logs")
+    p.set_defaults(func=cmd_batch)
     return parser
 
 

@@ -20,3 +20,4 @@ MAX_FRAMES = 4  # frames of an animated image judged (evenly spaced)
 HASHES_NAME = "exemplar_hashes.json"  # duplicate index of a head: hashes of its training and enrolled images
 NEAR_DUPLICATE_DISTANCE = 20  # max differing bits of the 256-bit pHash for a near duplicate (README: how measured)
 DEFAULT_ZOO_NAME = "open-set-efficientnet-lite2"
+DEFAULT_BACKBONE = "efficientnet_lite2:imagenet+residual_spectra+residual_cnn:residual-cnn"  # of the default head

@@ -6,7 +6,6 @@ import ctypes
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from .backbones import Backbone
 from .constants import MIN_IMAGE_SIZE
 from .duplicates import perceptual_hash
 from .outputs import ImageFacts
+from .storage import atomic_path
 from .transform import DecodedImage, ImageDecodeError, ImageInput, decode_image, read_file
 
 Progress = Callable[[int, int], None]
@@ -61,13 +61,11 @@ class FeatureCache:
         return None
 
     def put(self, key: str, value: np.ndarray) -> None:
+        """Remember ``value`` under ``key``; with a directory, also write ``<key>.npy`` there (atomically)."""
         self._remember(key, value)
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_path(self.directory / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, value, allow_pickle=False)
-            os.replace(tmp, self.directory / f"{key}.npy")
 
     def _remember(self, key: str, value: np.ndarray) -> None:
         self._memory[key] = value

@@ -1,7 +1,6 @@
 """``Attributor``: backbone + head + decision, the one object the CLI, the app and users call."""
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
@@ -11,22 +10,21 @@ import numpy as np
 from PIL import Image
 
 from .backbones import Backbone, create_backbone
-from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
+from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report, false_match_rate_at
 from .features import Extracted, FeatureBatch, FeatureCache, FeatureExtractor, Progress
+from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
 from .heads import OpenSetHead
 from .heads.open_set import REASON_FRAMES
 from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
-from .transform import ImageInput, file_name, load_image
+from .transform import ImageInput, file_name
 from . import zoo
-from .persistence import backbone_section, flat_backbone_config
-from .storage import folder_lock
+from .persistence import flat_backbone_config
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
-EXEMPLAR_DIR = "exemplars"
 
 
 def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
@@ -37,6 +35,10 @@ def backbone_from_config(config: dict[str, Any], device: str | None = None) -> B
 
 class Attributor:
     """Attribute, verify and enroll with one backbone and one open-set head.
+
+    The head, its config, duplicate index and source folder are one :class:`~attribution.head_folder.HeadFolder`
+    (``head_folder``), replaced whole by an enrollment or a removal: attribution running meanwhile uses the
+    head it started with.
 
     Examples
     --------
@@ -50,13 +52,9 @@ class Attributor:
                  hashes: ExemplarHashes | None = None, *, min_size: int = MIN_IMAGE_SIZE,
                  max_frames: int = MAX_FRAMES) -> None:
         self.backbone = backbone
-        self.head = head
-        self.config = dict(config or {})
+        self.head_folder = HeadFolder(head, dict(config or {}), hashes, source)
         self.extractor = FeatureExtractor(backbone, cache, batch_size=batch_size, min_size=min_size)
-        self.source = source
-        self.hashes = hashes
         self.max_frames = max_frames
-        self._pending_files: dict[str, bytes] = {}
 
     @classmethod
     def from_pretrained(cls, ref: str | os.PathLike | None = None, device: str | None = None,
@@ -67,12 +65,33 @@ class Attributor:
         head's duplicate index (``exemplar_hashes.json``) is read when it has one.
         """
         folder = zoo.resolve(ref)
-        head, config = zoo.load_head(folder)
+        saved = HeadFolder.load(folder)
         if backbone is None:
-            backbone = backbone_from_config(config, device)
-        elif backbone.config() != {k: v for k, v in flat_backbone_config(config).items() if k in backbone.config()}:
+            backbone = backbone_from_config(saved.config, device)
+        elif backbone.config() != {k: v for k, v in flat_backbone_config(saved.config).items()
+                                   if k in backbone.config()}:
             raise zoo.ZooError(f"head {folder.name} was trained on other features than {backbone}")
-        return cls(backbone, head, config, source=folder, hashes=zoo.read_hashes(folder), **kwargs)
+        return cls(backbone, saved.head, saved.config, source=folder, hashes=saved.hashes, **kwargs)
+
+    @property
+    def head(self) -> OpenSetHead:
+        """The open-set head (replaced, never changed in place, by :meth:`enroll` and :meth:`remove`)."""
+        return self.head_folder.head
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The head's config (current layout: ``head``, ``backbone``, ``preprocess_cfg``, ``classes``...)."""
+        return self.head_folder.config
+
+    @property
+    def hashes(self) -> ExemplarHashes | None:
+        """The head's duplicate index, if it has one."""
+        return self.head_folder.hashes
+
+    @property
+    def source(self) -> Path | None:
+        """The folder the head was loaded from or last saved to."""
+        return self.head_folder.source
 
     @property
     def classes(self) -> list[str]:
@@ -80,7 +99,7 @@ class Attributor:
 
     @property
     def name(self) -> str:
-        return str(self.config.get("name") or (self.source.name if self.source else "attribution-head"))
+        return self.head_folder.name
 
     def features(self, images: Sequence[ImageInput], progress: Progress | None = None,
                  hashes: bool = False) -> FeatureBatch:
@@ -104,7 +123,8 @@ class Attributor:
         duplicate index knows the image.
         """
         images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
-        head, hashes = self.head, self.hashes  # consistent for the whole call, even if an enrollment swaps them
+        held = self.head_folder  # the same head and index for the whole call, even if an enrollment replaces them
+        head, hashes = held.head, held.hashes
         for results in self.extractor.stream(images, progress, self.max_frames, hashes=hashes is not None):
             yield from self._attribute(head, hashes, images, results, nearest)
 
@@ -182,8 +202,8 @@ class Attributor:
         records them in ``config["enrolled"]`` with its ``base_head``.
 
         With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
-        concurrent enrollments (threads or processes) are all kept; the swap of ``self.head`` is atomic
-        for concurrent attribution.
+        concurrent enrollments (threads or processes) are all kept (:func:`~attribution.head_folder.update_saved`);
+        the thumbnails of the images are saved with the head.
         """
         start = time.perf_counter()
         label = normalize_label(name)
@@ -199,115 +219,60 @@ class Attributor:
         if len(batch.index) < MIN_ENROLL_IMAGES:
             raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} readable images; got "
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
-        ids = [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(len(batch.index))]
-        thumbnails = {exemplar: _thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
-        report = EnrollmentReport(0.0, "", 0.0)  # set by apply()
+        ids = exemplar_ids(label, len(batch.index))
+        thumbnails = {exemplar: thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
+        report = EnrollmentReport(0.0, "", 0.0)  # set by enrolled()
         entries = [ExemplarHashes.entry(exemplar, label, batch.facts[pos], batch.phashes[pos])
                    for pos, exemplar in zip(batch.index, ids)]
 
-        def apply() -> None:
+        def enrolled(current: HeadFolder) -> HeadFolder:
             nonlocal report
-            report = enrollment_report(self.head, batch.features, label)
-            head = self.head.clone()
-            head.enroll(batch.features, label, ids=ids)
-            self.hashes = (self.hashes or ExemplarHashes()).extended(entries)
-            self._pending_files.update({k: v for k, v in thumbnails.items() if k in head.bank_ids_})
+            report = enrollment_report(current.head, batch.features, label)
+            head = current.head.clone().enroll(batch.features, label, ids=ids)
             info = {"n_images": len(batch.index), "display_name": name.strip(),
                     "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "expected_recall": report.expected_recall, "closest_class": report.closest_class,
                     "closest_class_share": report.closest_class_share}
-            self.config = {**enrolled_config(self.config, self.name, label, info), "classes": list(head.classes_)}
-            self.head = head
+            config = {**enrolled_config(current.config, current.name, label, info), "classes": list(head.classes_)}
+            return current.with_class(head, config, entries, thumbnails)
 
-        saved = self._update(apply, save_to)
+        saved = self._change(enrolled, save_to)
         return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors,
                                 saved_to=saved, expected_recall=report.expected_recall,
                                 closest_class=report.closest_class, closest_class_share=report.closest_class_share,
                                 warning=report.warning, error_codes=error_codes)
 
     def remove(self, name: str, save_to: str | os.PathLike | None = None) -> None:
-        """Remove a generator (enrolled or trained; a head keeps at least two classes)."""
-        def apply() -> None:
-            head = self.head.clone()
-            head.remove(name)
-            self.hashes = self.hashes.without(name) if self.hashes is not None else None
-            self.config = {**self.config, "classes": list(head.classes_),
-                           "enrolled": {k: v for k, v in self.config.get("enrolled", {}).items() if k != name}}
-            self._pending_files = {k: v for k, v in self._pending_files.items()
-                                   if not k.startswith(f"{EXEMPLAR_DIR}/{name}/")}
-            self.head = head
+        """Remove a generator (enrolled or trained; a head keeps at least two classes); with ``save_to``, from
+        the head saved there, as :meth:`enroll` does."""
+        def removed(current: HeadFolder) -> HeadFolder:
+            head = current.head.clone().remove(name)
+            config = {**current.config, "classes": list(head.classes_),
+                      "enrolled": {k: v for k, v in current.config.get("enrolled", {}).items() if k != name}}
+            return current.without_class(head, config, name)
 
-        self._update(apply, save_to)
+        self._change(removed, save_to)
 
-    def _update(self, apply: Callable[[], None], save_to: str | os.PathLike | None) -> str | None:
-        """Apply a change in memory, or as a locked read-modify-write of the head saved at ``save_to``."""
+    def _change(self, change: Callable[[HeadFolder], HeadFolder], save_to: str | os.PathLike | None) -> str | None:
+        """Apply ``change`` to the head in memory, or to the head saved at ``save_to`` (then its folder)."""
         if save_to is None:
-            apply()
+            self.head_folder = change(self.head_folder)
             return None
-        folder = Path(save_to)
-        with folder_lock(folder):
-            if (folder / CONFIG_NAME).is_file():
-                head, config = zoo.load_head(folder)
-                if config["backbone"]["id"] != self.backbone.id:
-                    raise zoo.ZooError(f"{folder} holds a head for {config['backbone']['id']}, not {self.backbone.id}")
-                self.head, self.config, self.source, self.hashes = head, config, folder, zoo.read_hashes(folder)
-            apply()
-            self._save(folder)
-        return str(folder.resolve())
+        self.head_folder = update_saved(save_to, self.head_folder, change, self.backbone.config())
+        return str(Path(save_to).resolve())
 
     def exemplar_path(self, exemplar_id: str) -> Path | None:
-        """Image file behind a bank exemplar id, when it is on this machine."""
-        if not exemplar_id:
-            return None
-        roots = [self.source] if self.source else []
-        data_root = os.environ.get("ATTRIBUTION_DATA") or self.config.get("training", {}).get("data")
-        roots += [Path(data_root)] if data_root else []
-        for root in roots:
-            path = (root / exemplar_id).resolve()
-            if root.resolve() in path.parents and path.is_file():
-                return path
-        return None
+        """Image file behind a bank exemplar id, when it is on this machine (see :meth:`HeadFolder.exemplar_path`)."""
+        return self.head_folder.exemplar_path(exemplar_id)
 
     # -------------------------------------------------------------------- save
     def save_pretrained(self, folder: str | os.PathLike, **extra: Any) -> Path:
-        """Save the head (with enrolled classes and their exemplar thumbnails) as a zoo folder."""
-        folder = Path(folder)
-        with folder_lock(folder):
-            return self._save(folder, **extra)
-
-    def _save(self, folder: Path, **extra: Any) -> Path:
-        files = {}
-        copy_from = self.source if self.source and self.source.resolve() != folder.resolve() else None
-        if copy_from is not None and (copy_from / EXEMPLAR_DIR).is_dir():
-            for path in (copy_from / EXEMPLAR_DIR).rglob("*.jpg"):
-                files[str(path.relative_to(copy_from))] = path.read_bytes()
-        for figure in self.config.get("figures", []):  # figures travel with the head they were made for
-            if copy_from is not None and Path(figure).name == figure and (copy_from / figure).is_file():
-                files[figure] = (copy_from / figure).read_bytes()
-        files.update(self._pending_files)
-        if self.hashes is not None:
-            files[HASHES_NAME] = self.hashes.to_bytes()
-        keep = {k: v for k, v in self.config.items() if k not in ("format_version", "head", "classes")}
-        keep["figures"] = [f for f in keep.get("figures", []) if f in files or (folder / f).is_file()]
-        if not keep["figures"]:
-            del keep["figures"]
-        keep.update(extra)
-        keep["name"] = folder.name
-        keep.update(backbone_section(self.backbone.config()))
-        keep["classes"] = list(self.head.classes_)
-        zoo.save_head(folder, self.head, keep, card=self.head.model_card(self.head.to_config(keep)), files=files)
-        self._pending_files.clear()
-        self.source, self.config = folder, self.head.to_config(keep)
-        return folder
+        """Save the head as a zoo folder, with its duplicate index, the thumbnails of enrolled images and the
+        figures of its source folder (``extra``: more config entries)."""
+        self.head_folder = self.head_folder.save(folder, self.backbone.config(), **extra)
+        return Path(folder)
 
 
 def _scores(classes: Sequence[str], proba: np.ndarray) -> dict[str, float]:
     return {c: round(float(p), 6) for c, p in zip(classes, proba)}
 
-
-def _thumbnail(image: ImageInput, size: int = 160) -> bytes:
-    pil = load_image(image)
-    pil.thumbnail((size, size))
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()

@@ -1,4 +1,7 @@
-"""Image decoding (pixels only) and the preprocessing that travels with a backbone."""
+"""Image decoding (pixels only) and the preprocessing that travels with a backbone.
+
+Decoding needs only Pillow and NumPy; torch is imported when an :class:`ImageTransform` is built.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -10,14 +13,16 @@ import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .constants import INCEPTION_MEAN, INCEPTION_STD, MAX_FILE_BYTES, MAX_IMAGE_PIXELS
 from .outputs import ImageFacts
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 try:  # HEIC / HEIF (iPhone photos); AVIF is Pillow's own (>= 11.3)
     from pillow_heif import register_heif_opener
@@ -384,6 +389,8 @@ class ImageTransform:
     (at most ``n_crops``)."""
 
     def __init__(self, cfg: PreprocessCfg) -> None:
+        import torch
+
         self.cfg = cfg
         self._mean = torch.tensor(cfg.mean).view(3, 1, 1)
         self._std = torch.tensor(cfg.std).view(3, 1, 1)
@@ -396,6 +403,8 @@ class ImageTransform:
         return self.cfg.n_crops if self.cfg.resize_mode == "crop" else 1
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        import torch
+
         cfg = self.cfg
         w, h = image.size
         short = min(w, h)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from attribution.constants import IMAGE_EXTENSIONS
+from attribution.storage import write_bytes
 
 from .settings import MAX_FILE_BYTES, MAX_FILE_SIZE, MAX_ZIP_TOTAL_BYTES
 
@@ -109,21 +111,14 @@ def _outbox() -> Path:
 
 def outbox_file(name: str, data: bytes) -> str:
     """Write ``data`` as a download named ``name`` (atomically, in a fresh folder); returns its path."""
-    folder = Path(tempfile.mkdtemp(dir=_outbox()))
-    tmp = folder / f".{name}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / name)
-    return str(folder / name)
+    return str(write_bytes(Path(tempfile.mkdtemp(dir=_outbox())) / name, data))
 
 
 def outbox_csv(header: list[str], rows: list[list[Any]], name: str) -> str:
     """A CSV download; cells that spreadsheets would run as formulas are quoted."""
-    folder = Path(tempfile.mkdtemp(dir=_outbox()))
-    tmp = folder / f".{name}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows([[f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in row]
-                          for row in rows])
-    os.replace(tmp, folder / name)
-    return str(folder / name)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows([[f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in row]
+                      for row in rows])
+    return outbox_file(name, text.getvalue().encode("utf-8"))

@@ -3,7 +3,6 @@
 One local Ray cluster (1 CPU model worker) serves the whole module; a tiny head on
 EfficientNet-Lite0 at 64 px keeps the model cheap on a shared 2-core CPU.
 """
-import argparse
 import contextlib
 import io
 import json
@@ -16,8 +15,7 @@ import pytest
 from conftest import make_image
 
 from attribution import cli
-from attribution.batch import (META_NAME, add_batch_parser, init_ray, iter_rows, list_inputs, read_done, require_ray,
-                               run_batch)
+from attribution.batch import META_NAME, init_ray, iter_rows, list_inputs, read_done, require_ray, run_batch
 
 N_IMAGES = 30
 TOL = 1e-5
@@ -73,10 +71,8 @@ N_ROWS = N_IMAGES + 2  # and the corrupt file and the text file
 
 
 def batch_cli(*argv):
-    """Run ``batch`` through the parser ``add_batch_parser`` builds (as ``cli.build_parser`` will)."""
-    parser = argparse.ArgumentParser(prog="python -m attribution")
-    add_batch_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["batch", *argv])
+    """Run ``batch`` through the CLI's parser, in this process (the module's Ray cluster is reused)."""
+    args = cli.build_parser().parse_args(["batch", *argv])
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = args.func(args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..constants import DEFAULT_BACKBONE
 from ..transform import PreprocessCfg
 from .base import Backbone, default_device
 from .concat import SEPARATOR, ConcatBackbone, split_layers
@@ -19,8 +20,6 @@ from .efficientnet import VARIANTS as EFFICIENTNET_VARIANTS
 from .efficientnet import EfficientNetBackbone
 from .forensic import SpectraBackbone
 from .residual_cnn import ResidualCNNBackbone
-
-DEFAULT_BACKBONE = "efficientnet_lite2:imagenet+residual_spectra+residual_cnn:residual-cnn"
 
 __all__ = ["Backbone", "DEFAULT_BACKBONE", "create_backbone", "default_device", "list_backbones"]
 

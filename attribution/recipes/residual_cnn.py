@@ -33,6 +33,8 @@ from torch.nn import functional as F
 
 from ..backbones.residual_cnn import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResidualCNN
 from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
+from ..persistence import dump_json
+from ..storage import atomic_path, write_folder
 from ..training import list_dataset, real_source
 from ..transform import ImageDecodeError, load_image
 from .twins import make_twins
@@ -90,10 +92,8 @@ def with_twins(data: dict[str, dict[str, np.ndarray]], cfg: RecipeCfg, device: t
         made = make_twins([data[REAL][n] for n in names], cfg.twin_steps, cfg.seed, device, log)
         twins = {kind: dict(zip(names, images)) for kind, images in made.items()}
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **{f"{k}/{n}": im for k, v in twins.items() for n, im in v.items()})
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **{f"{k}/{n}": im for k, v in twins.items() for n, im in v.items()})
     return {**data, **twins}
 
 
@@ -232,14 +232,12 @@ def save_network(folder: str | os.PathLike, model: ResidualCNN, config: dict) ->
     """Write the network as a zoo folder (``config.json``, ``model.safetensors``, ``README.md``), atomically."""
     from safetensors.torch import save_file
 
-    from ..storage import write_folder
-
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)
 
     def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_text(json.dumps({**config, "name": folder.name}, indent=2, sort_keys=True) + "\n")
+        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "name": folder.name}))
         (tmp / CARD_NAME).write_text(NETWORK_CARD.format(name=folder.name, classes=", ".join(config["classes"]),
                                                          recipe=json.dumps(config["recipe"], indent=2, sort_keys=True)))
 
