@@ -64,7 +64,7 @@ class FeatureCache:
         """Remember ``value`` under ``key``; with a directory, also write ``<key>.npy`` there (atomically)."""
         self._remember(key, value)
         if self.directory is not None:
-            with atomic_path(self.directory / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
+            with atomic_path(self.directory / f"{key}.npy", durable=False) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, value, allow_pickle=False)
 
     def _remember(self, key: str, value: np.ndarray) -> None:

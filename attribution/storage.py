@@ -25,15 +25,26 @@ LOCAL_PREFIX = "local-dir:"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import (setting it to read it is not thread-safe later)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 class ZooError(RuntimeError):
     """A saved model that cannot be found, read or trusted; the message says which and why."""
 
 
 # ------------------------------------------------------------------ writing
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; when the block ends without error, the file written
-    there replaces ``target`` (fsynced, one rename); otherwise it is removed and ``target`` is untouched."""
+    there replaces ``target`` (one rename; flushed to disk first when ``durable``, which a cache can
+    skip); otherwise it is removed and ``target`` is untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -41,9 +52,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is as readable as any new file
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the result is as readable as any new file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -62,7 +74,7 @@ def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Pa
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is as readable as any new one
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the folder is as readable as any new one
     try:
         if folder.is_dir():
             for item in folder.iterdir():
@@ -71,7 +83,7 @@ def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Pa
         write(tmp)
         for path in tmp.rglob("*"):  # some writers (safetensors) make private files; a saved model is readable
             if path.is_file():
-                os.chmod(path, 0o666 & ~_umask())
+                os.chmod(path, 0o666 & ~_UMASK)
         _swap(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,12 +134,6 @@ def _swap(new: Path, folder: Path) -> None:
     os.rename(new, folder)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 # ---------------------------------------------------------------- resolving
