@@ -59,6 +59,7 @@ class RecipeCfg:
     synthetic_weight: float = 1.0
     seed: int = 0
     exclude: list[str] = field(default_factory=list)
+    network: str = "residual_cnn"  # or "efficientnet_late", the fine-tuned alternative (measured, not shipped)
 
 
 def load_dataset(root: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, dict[str, np.ndarray]]:
@@ -157,9 +158,21 @@ class PatchSampler:
         return x, codes, torch.tensor([float(c != REAL) for c in names])
 
 
+def build_network(name: str, n_classes: int) -> torch.nn.Module:
+    """The network the recipe trains: ``residual_cnn`` (:class:`ResidualCNN`, shipped) or ``efficientnet_late``
+    (:class:`~attribution.recipes.late_efficientnet.LateEfficientNet`, measured against it)."""
+    if name == "residual_cnn":
+        return ResidualCNN(n_classes)
+    if name == "efficientnet_late":
+        from .late_efficientnet import LateEfficientNet
+
+        return LateEfficientNet(n_classes)
+    raise ValueError(f"unknown network {name!r}; choose residual_cnn or efficientnet_late")
+
+
 def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str | None = None,
                        cache: Path | None = None, log: Callable[[str], None] = print,
-                       decoded: dict[str, dict[str, np.ndarray]] | None = None) -> tuple[ResidualCNN, dict]:
+                       decoded: dict[str, dict[str, np.ndarray]] | None = None) -> tuple[torch.nn.Module, dict]:
     """Run the recipe; returns the network (eval mode, on CPU) and its ``config.json`` content.
 
     ``cache`` keeps the twins between runs (benchmark folds); ``decoded`` passes an already decoded
@@ -173,8 +186,9 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
         decoded = with_twins(decoded, cfg, dev, cache, log)
     data = leave_out(decoded, cfg.exclude)
     sampler = PatchSampler(data, cfg)
-    model = ResidualCNN(len(sampler.classes)).to(dev)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = build_network(cfg.network, len(sampler.classes)).to(dev)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     budget = cfg.minutes * 60.0
     train_start, step, seen = time.perf_counter(), 0, []
     model.train()
@@ -199,8 +213,8 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
             log(f"step {step}: loss {avg:.3f}, patch accuracy {acc:.3f}, {time.perf_counter() - start:.0f} s")
     model = model.eval().cpu()
     acc, avg = np.mean(seen[-200:], axis=0) if seen else (float("nan"), float("nan"))
-    config = {"network": "ResidualCNN", "classes": sampler.classes, "widths": list(DEFAULT_WIDTHS),
-              "strides": list(DEFAULT_STRIDES),
+    shape = {"widths": list(DEFAULT_WIDTHS), "strides": list(DEFAULT_STRIDES)} if isinstance(model, ResidualCNN) else {}
+    config = {"network": type(model).__name__, "classes": sampler.classes, **shape,
               "recipe": {**asdict(cfg), "data": str(Path(data_root).resolve().name), "steps_done": step,
                          "seconds": round(time.perf_counter() - start, 1), "device": dev.type,
                          "final_patch_accuracy": round(float(acc), 4), "final_loss": round(float(avg), 4),
