@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from .backbones import DEFAULT_BACKBONE
 from .batch import add_batch_parser
-from .constants import MIN_IMAGE_SIZE
+from .constants import DEFAULT_ZOO_NAME, MIN_IMAGE_SIZE
 from .transform import InputFile, find_inputs
 
 
@@ -113,8 +113,6 @@ def cmd_provenance(args: argparse.Namespace) -> int:
 def verifier_ref(args: argparse.Namespace) -> str:
     """The :func:`~attribution.verification.load_verifier` reference that ``verify``'s flags name."""
     if args.model is not None:
-        from .constants import DEFAULT_ZOO_NAME
-
         return f"blackbox:{args.zoo or DEFAULT_ZOO_NAME}#{args.model}"
     return f"whitebox:{args.whitebox}" if args.whitebox is not None else args.verifier
 

@@ -446,7 +446,6 @@ def test_whitebox_with_a_tiny_vae(tmp_path):
 
 def test_saved_verifiers_are_offered_by_name(user_home, tmp_path):
     """An OCC-CLIP verifier fitted into the user zoo is offered by name (never its path) and verifies uploads."""
-    pytest.importorskip("open_clip")
     import numpy as np
 
     from attribution.verification import OCCCLIPVerifier

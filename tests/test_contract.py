@@ -22,7 +22,7 @@ import pytest
 from attribution.constants import REAL
 from attribution.heads import NotFittedError, OpenSetHead
 from attribution.verification import BlackBoxVerifier, Verifier
-from conftest import make_image, stub_attributor
+from conftest import make_image, stub_attributor, tiny_clip, tiny_vae
 from test_heads import make_classes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -135,13 +135,7 @@ def case(request, tmp_path_factory) -> Case:
     if name == "BlackBoxVerifier":
         return _blackbox_case()
     if name == "OCCCLIPVerifier":
-        pytest.importorskip("open_clip")
-        from conftest import tiny_clip
-
         return _occ_clip_case(tiny_clip(tmp_path_factory.mktemp("clip") / "tiny"))
-    pytest.importorskip("diffusers")
-    from conftest import tiny_vae
-
     return _whitebox_case(tiny_vae())
 
 

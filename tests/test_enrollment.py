@@ -77,7 +77,6 @@ def test_false_match_rate_at_score_is_conformal_and_falls_with_the_score(split):
     assert len(negatives) == int((head.bank_labels_ != head.classes_.index("g4")).sum())
     rates = false_match_rate_at(negatives, np.array([-1e9, 0.0, 1e9]))
     assert rates[0] == 1.0 and rates[2] == 1 / (len(negatives) + 1)
-    np.testing.assert_array_equal(verifier.false_match_rate_at_score(np.array([-1e9, 0.0, 1e9])), rates)
     # at the match threshold it reads about the operating false-match rate the threshold was set at
     assert rates[1] <= 3 * head.false_match_rate
     scores = np.sort(verifier.decision_function(Xt))

@@ -107,16 +107,8 @@ class Verifier(PretrainedMixin):
 
     def calibration_negatives(self) -> np.ndarray | None:
         """:meth:`score_samples` of the held-out negatives ``offset_`` was set on, when the verifier keeps
-        them (``None`` otherwise): what ``false_match_rate_at_score`` is read from."""
+        them (``None`` otherwise): what ``false_match_rate_at_score`` is read from (:func:`false_match_rate_at`)."""
         return None
-
-    def false_match_rate_at_score(self, decision: np.ndarray) -> np.ndarray | None:
-        """Share of the calibration negatives whose decision value is at least each of ``decision``
-        (:func:`false_match_rate_at`), or ``None`` for a verifier that keeps no negatives."""
-        negatives = self.calibration_negatives()
-        if negatives is None or not len(negatives):
-            return None
-        return false_match_rate_at(np.asarray(negatives) - self.offset_, decision)
 
     # ------------------------------------------------------------ images
     def prepare(self, image: Image.Image) -> Any:
@@ -179,6 +171,8 @@ class Verifier(PretrainedMixin):
         self.check_is_fitted()
         images = as_list(images)
         outputs = [VerificationOutput(file=file_name(im), model=self.name, method=self.method) for im in images]
+        negatives = self.calibration_negatives()  # once per call, on the decision scale
+        negatives = None if negatives is None or not len(negatives) else np.asarray(negatives) - self.offset_
         start = time.perf_counter()
         for results in self._extract(images, progress):
             seconds = (time.perf_counter() - start) / max(len(results), 1)
@@ -189,7 +183,7 @@ class Verifier(PretrainedMixin):
             if judged:
                 X = np.stack([r.features[0] for r in judged])
                 decision = self.decision_function(X)
-                rates = self.false_match_rate_at_score(decision)
+                rates = None if negatives is None else false_match_rate_at(negatives, decision)
                 for i, r in enumerate(judged):
                     out = outputs[r.position]
                     out.score, out.match, out.threshold = round(float(decision[i]), 6), bool(decision[i] >= 0), 0.0

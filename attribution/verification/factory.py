@@ -39,14 +39,22 @@ def verifier_class(type_name: str) -> type[Verifier]:
     return getattr(importlib.import_module(f"{__package__}.{VERIFIERS[type_name]}"), type_name)
 
 
+def _saved_head(folder: Path) -> tuple[str | None, dict[str, Any]]:
+    """The type and parameters saved in ``folder``'s ``config.json`` (either layout); ``(None, {})`` when
+    there are none to read."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        head = config.get("head")
+        type_name, params = (head.get("type"), head.get("params")) if isinstance(head, dict) else (
+            head, config.get("head_params"))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None, {}
+    return (type_name if isinstance(type_name, str) else None), (params if isinstance(params, dict) else {})
+
+
 def saved_type(folder: Path) -> str | None:
     """The type saved in ``folder``'s ``config.json`` (either layout), or ``None`` when there is none to read."""
-    try:
-        head = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("head")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return None
-    head = head.get("type") if isinstance(head, dict) else head
-    return head if isinstance(head, str) else None
+    return _saved_head(folder)[0]
 
 
 def load_verifier(ref: str, *, device: str | None = None, batch_size: int | None = None, min_size: int | None = None,
@@ -124,22 +132,13 @@ def list_verifiers() -> list[dict[str, Any]]:
         if not base.is_dir():
             continue
         for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            type_name = saved_type(folder)
+            type_name, params = _saved_head(folder)
             if type_name not in VERIFIERS:
                 continue
             scheme = next(s for s, t in SCHEMES.items() if t == type_name)
             entries.append({"name": folder.name, "origin": "shipped" if base == SHIPPED_ZOO else "user",
                             "path": str(folder), "type": type_name,
                             "ref": f"{scheme}:{folder.name}" if scheme == "occ-clip" else folder.name,
-                            "model": _target(folder)})
+                            "model": params.get("target") or params.get("label")})
     return entries
-
-
-def _target(folder: Path) -> str | None:
-    """The target model a saved verifier's config names (its ``target`` or ``label`` parameter)."""
-    try:
-        params = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["head"]["params"]
-        return params.get("target") or params.get("label")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
 
