@@ -169,8 +169,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_fit_verifier(args: argparse.Namespace) -> int:
     """``fit-verifier occ-clip``: fit an OCC-CLIP verifier on images of the target and of other sources, save it."""
     from .names import normalize_label
-    from .verification import OCCCLIPVerifier
     from .storage import user_zoo_dir
+    from .verification import OCCCLIPVerifier
 
     target_files, negative_files = expand_inputs(args.target), expand_inputs(args.negatives)
     name = normalize_label(args.name or Path(args.target[0]).resolve().name)

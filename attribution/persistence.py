@@ -131,9 +131,10 @@ class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``to_bytes`` / ``from_bytes`` for heads and verifiers.
 
     Subclasses store their constructor arguments under their own names (``get_params`` reads them, but
-    those named in ``_unsaved``) and implement ``meta_dict()`` (JSON-able fitted state), ``state_dict()`` (NumPy arrays), ``from_state(params, meta, arrays, **kwargs)`` and
-    ``model_card(config)``; they may override :meth:`upgrade_state` (older fitted state) and
-    :meth:`from_config` (to read other parts of the config, e.g. the backbone).
+    those named in ``_unsaved``) and implement ``meta_dict()`` (JSON-able fitted state), ``state_dict()``
+    (NumPy arrays), ``from_state(params, meta, arrays, **kwargs)`` and ``model_card(config)``; they may
+    override :meth:`upgrade_state` (older fitted state) and :meth:`from_config` (to read other parts of
+    the config, e.g. the backbone).
     """
 
     card_template: ClassVar[str] = "# {name}\n\nSaved `{type}`.\n"

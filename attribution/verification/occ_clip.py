@@ -15,9 +15,8 @@ Attribution*, treat the question as few-shot one-class classification on top of 
 
 Optional, and what it needs
 ---------------------------
-This module is **optional**: only :func:`attribution.verification.load_verifier` imports it (lazily),
-and it needs ``open_clip_torch``.
-It is only useful with **pretrained CLIP weights** (text *and* image towers), e.g.
+This module is **optional**: ``attribution.verification`` imports it only when it is asked for, and
+it needs ``open_clip_torch``. It is only useful with **pretrained CLIP weights** (text *and* image towers), e.g.
 ``ViT-B-16:openai`` or a local checkpoint: random weights know nothing about real generators.
 The tests run a tiny random CLIP offline, so they check the mechanics (only the prompts learn, the
 adversarial negatives act, the threshold holds its false-match rate, save/load is exact) and that
@@ -38,7 +37,7 @@ From Python (``my_generator_paths`` etc. are lists of image files)::
     from attribution.verification import OCCCLIPVerifier
 
     verifier = OCCCLIPVerifier.from_clip("ViT-B-16:openai", target="my_generator", steps=200)
-    target = verifier.features(my_generator_paths).features      # (n, embed_dim); errors by position beside
+    target = verifier.features(my_generator_paths).features  # (n, embed_dim); .errors: inputs left out
     negatives = verifier.features(real_and_other_generator_paths).features
     verifier.fit(target, negatives)
     verifier.verify(query_paths)                       # VerificationOutput rows, as `attribution verify --json`
@@ -112,7 +111,7 @@ tags:
 # {name}
 
 OCC-CLIP verifier (Liu et al. 2024): "was this image made by `{target}`?", from prompt contexts learnt
-on the frozen CLIP `{backbone}` with adversarial hard negatives. A match needs a score above the
+on the frozen CLIP `{backbone}` with adversarial hard negatives. A match needs a score at least the
 threshold set so that {fmr:.1%} of held-out negative images match ({n_negatives} of them kept for the
 false-match rate at each score).
 
