@@ -16,12 +16,13 @@ _EXPORTS = {  # public name -> submodule defining it
     "REAL": "constants", "UNCERTAIN": "constants", "UNKNOWN": "constants",
     "ZooError": "zoo", "list_zoo": "zoo", "load_head": "zoo", "push_to_hub": "zoo", "user_zoo_dir": "zoo",
     "normalize_label": "names",
+    "Verifier": "verification", "load_verifier": "verification",
 }
 
 __all__ = ["AttributionOutput", "Attributor", "Backbone", "EnrollmentOutput", "FeatureCache", "FeatureExtractor",
            "ImageDecodeError", "OpenSetHead", "PreprocessCfg", "ProvenanceReader",
-           "ProvenanceReport", "REAL", "UNCERTAIN", "UNKNOWN", "VerificationOutput", "ZooError",
-           "create_backbone", "list_backbones", "list_zoo", "load_head", "load_image", "normalize_label",
+           "ProvenanceReport", "REAL", "UNCERTAIN", "UNKNOWN", "VerificationOutput", "Verifier", "ZooError",
+           "create_backbone", "list_backbones", "list_zoo", "load_head", "load_image", "load_verifier", "normalize_label",
            "push_to_hub", "read_provenance", "user_zoo_dir"]
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
-"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|zoo|batch``. Calls the public API
-only; every sub-command's arguments are declared here.
+"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|fit-verifier|calibrate|zoo|batch``.
+Calls the public API only; every sub-command's arguments are declared here.
 
 The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .batch import ROWS_PER_FILE
-from .constants import DEFAULT_BACKBONE, MIN_IMAGE_SIZE
+from .constants import DEFAULT_BACKBONE, DEFAULT_ZOO_NAME, MIN_IMAGE_SIZE
 from .transform import InputFile, find_inputs
 
 ZOO_HELP = "head name, folder or hf-hub:org/repo (default: the shipped head)"
@@ -111,15 +111,21 @@ def cmd_provenance(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    files = expand_inputs(args.paths)
-    if args.whitebox:
-        from .whitebox import WhiteBoxVerifier
+def verifier_ref(args: argparse.Namespace) -> str:
+    """The :func:`~attribution.verification.load_verifier` reference that ``verify``'s flags name."""
+    if args.model is not None:
+        return f"blackbox:{args.zoo or DEFAULT_ZOO_NAME}#{args.model}"
+    return f"whitebox:{args.whitebox}" if args.whitebox is not None else args.verifier
 
-        verifier = WhiteBoxVerifier.from_pretrained(args.whitebox, calibration=args.calibration, steps=args.steps)
-        outputs = verifier.verify_files(files, progress=_progress("verify", args.quiet))
-    else:
-        outputs = _load(args).verify(files, args.model, progress=_progress("verify", args.quiet))
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """One line per input; exit 1 when an input failed (walked files that are no image excepted)."""
+    from .verification import load_verifier
+
+    files = expand_inputs(args.paths)
+    verifier = load_verifier(verifier_ref(args), device=args.device, batch_size=args.batch_size,
+                             min_size=args.min_size, steps=args.steps, calibration=args.calibration)
+    outputs = verifier.verify(files, progress=_progress("verify", args.quiet))
     for o in outputs:
         if args.json:
             _emit(o.to_json())
@@ -132,15 +138,58 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(o.error and not (f.walked and o.error_code == "not_an_image") for f, o in zip(files, outputs)) else 0
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .whitebox import WhiteBoxVerifier
+def _warn_skipped(files: list[InputFile], errors: dict[int, str]) -> None:
+    for position, error in sorted(errors.items()):
+        print(f"warning: skipped {files[position]}: {error}", file=sys.stderr)
 
-    verifier = WhiteBoxVerifier.from_pretrained(args.pipeline, steps=args.steps)
-    own = [str(f) for f in expand_inputs(args.images)] if args.images else None
-    verifier.calibrate(own, n_samples=args.n_samples, progress=_progress("calibrate", args.quiet))
-    path = verifier.save_calibration(args.out or args.pipeline)
-    print(json.dumps({"calibration": str(Path(path).resolve()), "threshold": float(verifier.offset_),
-                      "n_samples": len(own) if own else args.n_samples, "steps": args.steps}))
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .verification.whitebox import CALIBRATION_DIR, WhiteBoxVerifier
+
+    options = {"batch_size": args.batch_size} if args.batch_size else {}
+    verifier = WhiteBoxVerifier.from_pretrained(args.pipeline, calibration=False, steps=args.steps, device=args.device,
+                                                **options)
+    progress = _progress("calibrate", args.quiet)
+    if args.images:
+        own = expand_inputs(args.images)
+        batch = verifier.features(own, progress)
+        _warn_skipped(own, batch.errors)
+        if len(batch) < 2:
+            raise ValueError(f"calibration needs at least 2 readable own images; got {len(batch)}")
+        verifier.fit(batch.features)
+        verifier.calibration_["source"] = "images"
+    else:
+        verifier.calibrate(n_samples=args.n_samples, progress=progress)
+    folder = Path(args.out) if args.out else Path(args.pipeline) / CALIBRATION_DIR
+    path = verifier.save_pretrained(folder, {"name": folder.name})
+    print(json.dumps({"calibration": str(path.resolve()), "threshold": float(verifier.offset_),
+                      "n_samples": verifier.calibration_["n_samples"], "steps": verifier.steps}))
+    return 0
+
+
+def cmd_fit_verifier(args: argparse.Namespace) -> int:
+    """``fit-verifier occ-clip``: fit an OCC-CLIP verifier on images of the target and of other sources, save it."""
+    from .names import normalize_label
+    from .storage import user_zoo_dir
+    from .verification import OCCCLIPVerifier
+
+    target_files, negative_files = expand_inputs(args.target), expand_inputs(args.negatives)
+    name = normalize_label(args.name or Path(args.target[0]).resolve().name)
+    options = {"batch_size": args.batch_size} if args.batch_size else {}
+    verifier = OCCCLIPVerifier.from_clip(args.backbone, target=name, steps=args.steps, n_ctx=args.n_ctx,
+                                         false_match_rate=args.false_match_rate, device=args.device, **options)
+    batches = []
+    for files, what in ((target_files, "target"), (negative_files, "negatives")):
+        batch = verifier.features(files, _progress(what, args.quiet))
+        _warn_skipped(files, batch.errors)
+        batches.append(batch)
+    verifier.fit(batches[0].features, batches[1].features)
+    folder = Path(args.out) if args.out else user_zoo_dir() / f"occ-clip-{name.replace('_', '-')}"
+    verifier.save_pretrained(folder, {"name": folder.name})
+    print(json.dumps({"saved_to": str(folder.resolve()), "verifier": f"occ-clip:{folder}", "model": name,
+                      "n_target": len(batches[0]), "n_negatives": len(batches[1]),
+                      "false_match_rate": verifier.false_match_rate, "threshold": verifier.offset_,
+                      "skipped": sum(len(b.errors) for b in batches)}))
     return 0
 
 
@@ -215,6 +264,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             if entry["shadowed"]:
                 detail += f"  (named like a shipped head: load it by path, {entry['path']})"
             print(f"{entry['name']:<48} {entry['origin']:<8} {entry.get('base_head') or '-':<32} {detail}")
+        from .verification import list_verifiers
+
+        for entry in list_verifiers():
+            print(f"{entry['name']:<48} {entry['origin']:<8} {'-':<32} verifier {entry['type']} of "
+                  f"{entry['model'] or '?'}: verify --verifier {entry['ref']}")
     elif args.zoo_command == "show":
         folder = zoo.resolve(args.ref)
         config = zoo.read_config(folder)
@@ -319,13 +373,32 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     min_size(p)
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--model", help="a class of the head (black-box)")
+    target.add_argument("--model", help="a class of the --zoo head (black-box)")
     target.add_argument("--whitebox", help="diffusers pipeline or VAE folder / Hub id (white-box)")
-    p.add_argument("--calibration", default=None, help="white-box calibration JSON")
-    p.add_argument("--steps", type=int, default=50, help="white-box inversion steps")
+    target.add_argument("--verifier", metavar="REF", help="blackbox:<head>#<class>, occ-clip:<folder>, "
+                        "whitebox:<pipeline>, or a saved verifier's name or folder")
+    p.add_argument("--calibration", default=None,
+                   help="white-box calibration: a folder saved by calibrate (or an earlier .json)")
+    p.add_argument("--steps", type=int, default=50, help="white-box inversion steps (a calibration fixes them)")
     p.add_argument("--json", action="store_true")
     p.add_argument("paths", nargs="+")
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_verify, batch_size=None)  # each verifier's own batch size unless --batch-size
+
+    p = sub.add_parser("fit-verifier", help="fit a verifier from sample images and save it (OCC-CLIP)")
+    p.add_argument("kind", choices=["occ-clip"], help="occ-clip: learnt CLIP prompts (Liu et al. 2024)")
+    p.add_argument("--backbone", required=True, help="CLIP id: name:tag, name:/path/ckpt, hf-hub:org/repo or "
+                                                     "local-dir:/path (pretrained weights needed to be useful)")
+    p.add_argument("--target", nargs="+", required=True, help="images or folders of the target generator")
+    p.add_argument("--negatives", nargs="+", required=True,
+                   help="images or folders of other sources (real photos, other generators)")
+    p.add_argument("--name", default=None, help="the target's name (default: the first --target folder's name)")
+    p.add_argument("--out", default=None, help="folder to save it in (default: the user zoo, occ-clip-<name>)")
+    p.add_argument("--steps", type=int, default=100, help="prompt-learning steps")
+    p.add_argument("--n-ctx", type=int, default=8, help="learnt context vectors per prompt")
+    p.add_argument("--false-match-rate", type=float, default=0.01,
+                   help="share of held-out negatives the threshold lets match")
+    common(p, zoo_arg=False)
+    p.set_defaults(func=cmd_fit_verifier, batch_size=None)
 
     p = sub.add_parser("enroll", help="add a generator from a few of its images; writes a new head")
     common(p)
@@ -341,12 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="white-box: set a diffusers model's threshold from its own samples")
     p.add_argument("pipeline", help="diffusers pipeline or VAE folder / Hub id")
-    p.add_argument("--out", default=None, help="calibration JSON file or folder (default: inside the pipeline folder)")
-    p.add_argument("--n-samples", type=int, default=16, help="own samples generated when no PATH is given")
-    p.add_argument("--steps", type=int, default=50, help="inversion steps (verify must use the same)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default=None,
+                   help="calibration folder (default: attribution_whitebox/ inside the pipeline folder)")
+    p.add_argument("--n-samples", type=int, default=16, help="own samples generated when no --images are given")
+    p.add_argument("--steps", type=int, default=50, help="inversion steps (verify uses the same)")
     p.add_argument("--images", nargs="+", default=None, help="the model's own images or folders (optional)")
-    p.set_defaults(func=cmd_calibrate)
+    common(p, zoo_arg=False)
+    p.set_defaults(func=cmd_calibrate, batch_size=None)
 
     p = sub.add_parser("train", help="fit a head on a folder-per-class dataset")
     common(p, zoo_arg=False)

@@ -11,6 +11,8 @@ Everything here uses the head's public methods and fitted state (``clone``, ``en
   verification offset, exemplar-bank rows): :func:`class_delta` cuts it out of an enrolled head and
   :func:`apply_deltas` puts it back on the base head, so a visitor's enrollments can be stored apart
   from the head they extend. :func:`head_fingerprint` names the head they belong to.
+
+(The false-match rate at a verification score is :func:`attribution.verification.false_match_rate_at`.)
 """
 from __future__ import annotations
 
@@ -154,13 +156,3 @@ def head_fingerprint(head: OpenSetHead, backbone_config: dict[str, Any]) -> str:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:20]
 
-
-def false_match_rate_at(negatives: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Share of ``negatives`` (scores of images not made by the model) at or above each score.
-
-    Conformal estimate ``(k + 1) / (n + 1)``: never 0, so a score above every negative reads as
-    "below 1 in n + 1", not as impossible.
-    """
-    negatives = np.sort(np.asarray(negatives, dtype=np.float64))
-    above = len(negatives) - np.searchsorted(negatives, np.asarray(scores, dtype=np.float64), side="left")
-    return (above + 1) / (len(negatives) + 1)

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -93,6 +93,26 @@ class FeatureBatch:
     def __len__(self) -> int:
         return len(self.index)
 
+    @classmethod
+    def collect(cls, results: Iterable[Extracted]) -> "FeatureBatch":
+        """Frame 0 of every result without an error, and the errors, by input position."""
+        batch = cls(np.zeros((0, 0), np.float32), [])
+        rows = []
+        for r in results:
+            if r.error is not None:
+                batch.errors[r.position], batch.error_codes[r.position] = r.error, r.error_code or "unreadable"
+                continue
+            batch.index.append(r.position)
+            rows.append(r.features[0])
+            batch.facts[r.position] = r.facts
+            if r.note:
+                batch.notes[r.position] = r.note
+            if r.phash:
+                batch.phashes[r.position] = r.phash
+        dim = rows[0].shape[0] if rows else 0
+        batch.features = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        return batch
+
 
 @dataclass
 class Extracted:
@@ -130,8 +150,9 @@ class _Job:
         return sum(v is not None for v in self.views)
 
 
-def _failed(position: int, exc: BaseException, walked: bool) -> Extracted:
-    """The error result of an input that could not be read or decoded."""
+def failed(position: int, exc: BaseException, walked: bool = False) -> Extracted:
+    """The error result of an input that could not be read or decoded (any exception: a per-file failure
+    never stops a run; ``ImageDecodeError`` keeps its code, anything else is ``unreadable``)."""
     if isinstance(exc, ImageDecodeError):
         message, code = str(exc), exc.code
     else:  # a per-file failure must never stop the run
@@ -168,7 +189,7 @@ class FeatureExtractor:
         try:
             return self._prepare_decoded(position, decode_image(image, max_frames), walked, hashes)
         except Exception as exc:  # noqa: BLE001 - ImageDecodeError, or anything a decoder raises
-            return _Job(_failed(position, exc, walked), walked)
+            return _Job(failed(position, exc, walked), walked)
 
     def _prepare_decoded(self, position: int, decoded: DecodedImage, walked: bool, hashes: bool) -> _Job:
         facts = decoded.facts
@@ -242,7 +263,7 @@ class FeatureExtractor:
                 try:
                     data = image if isinstance(image, (bytes, bytearray)) else read_file(image)
                 except ImageDecodeError as exc:
-                    inflight.append(_Job(_failed(position, exc, walked), walked))
+                    inflight.append(_Job(failed(position, exc, walked), walked))
                     return True
                 digest = hashlib.sha256(data).hexdigest()
                 image = data
@@ -312,19 +333,4 @@ class FeatureExtractor:
     def __call__(self, images: Sequence[ImageInput], progress: Progress | None = None,
                  hashes: bool = False) -> FeatureBatch:
         """Features of frame 0 of every input that decodes (see :meth:`stream`), gathered in one batch."""
-        batch = FeatureBatch(np.zeros((0, 0), np.float32), [])
-        rows = []
-        for r in (r for results in self.stream(images, progress, hashes=hashes) for r in results):
-            if r.error is not None:
-                batch.errors[r.position], batch.error_codes[r.position] = r.error, r.error_code or "unreadable"
-                continue
-            batch.index.append(r.position)
-            rows.append(r.features[0])
-            batch.facts[r.position] = r.facts
-            if r.note:
-                batch.notes[r.position] = r.note
-            if r.phash:
-                batch.phashes[r.position] = r.phash
-        dim = rows[0].shape[0] if rows else 0
-        batch.features = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-        return batch
+        return FeatureBatch.collect(r for results in self.stream(images, progress, hashes=hashes) for r in results)

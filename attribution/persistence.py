@@ -20,6 +20,7 @@ Needs only NumPy and safetensors.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -53,9 +54,10 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ZooError(f"format_version {version} is newer than this library supports ({FORMAT_VERSION}); "
                        "upgrade attribution")
-    if version >= 2:
+    flat_layout = isinstance(config.get("head"), str) and "head_params" in config
+    if version >= 2 and not flat_layout:
         return dict(config)
-    flat = dict(config)
+    flat = dict(config)  # the flat layout is format 1 whatever it claims (OCC-CLIP wrote it under 2)
     head_type = flat.pop("head", None)
     if not isinstance(head_type, str):
         raise ZooError(f"{CONFIG_NAME} (format_version 1) needs 'head' naming the head type")
@@ -65,7 +67,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     options = {k: flat.pop(k) for k in BACKBONE_KEYS if k in flat}
     out["backbone"] = {"id": backbone_id, **options} if backbone_id is not None else None
     out["preprocess_cfg"] = flat.pop("preprocess_cfg", None)
-    return {**flat, **out, "format_version": FORMAT_VERSION, "upgraded_from": version}
+    return {**flat, **out, "format_version": FORMAT_VERSION, "upgraded_from": 1}
 
 
 def validate_config(config: Any, where: Any = "config") -> dict[str, Any]:
@@ -128,17 +130,31 @@ def flat_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
 class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``to_bytes`` / ``from_bytes`` for heads and verifiers.
 
-    Subclasses implement ``get_params()`` (JSON-able constructor arguments), ``meta_dict()`` (JSON-able
-    fitted state), ``state_dict()`` (NumPy arrays), ``from_state(params, meta, arrays, **kwargs)`` and
-    ``model_card(config)``; they may override :meth:`upgrade_state` (older fitted state) and
-    :meth:`from_config` (to read other parts of the config, e.g. the backbone).
+    Subclasses store their constructor arguments under their own names (``get_params`` reads them, but
+    those named in ``_unsaved``) and implement ``meta_dict()`` (JSON-able fitted state), ``state_dict()``
+    (NumPy arrays), ``from_state(params, meta, arrays, **kwargs)`` and ``model_card(config)``; they may
+    override :meth:`upgrade_state` (older fitted state) and :meth:`from_config` (to read other parts of
+    the config, e.g. the backbone).
     """
 
     card_template: ClassVar[str] = "# {name}\n\nSaved `{type}`.\n"
+    _unsaved: ClassVar[tuple[str, ...]] = ()  # constructor arguments not saved in the config (models, devices)
 
     # ------------------------------------------------------------------ hooks
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The constructor's named arguments (scikit-learn's ``BaseEstimator._get_param_names``)."""
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+
     def get_params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON-able constructor arguments (all but :attr:`_unsaved`), stored under ``head.params``."""
+        return {name: getattr(self, name) for name in self._param_names() if name not in self._unsaved}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
 
     def meta_dict(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -12,7 +12,7 @@ from PIL import Image
 from .backbones import Backbone, create_backbone
 from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
-from .enrollment import EnrollmentReport, enrolled_config, enrollment_report, false_match_rate_at
+from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import Extracted, FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
 from .heads import OpenSetHead
@@ -22,6 +22,7 @@ from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
 from .transform import ImageInput, file_name
 from . import zoo
 from .persistence import flat_backbone_config
+from .verification.blackbox import BlackBoxVerifier
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
@@ -169,28 +170,14 @@ class Attributor:
     predict = __call__
 
     # ------------------------------------------------------------------ verify
-    def verify(self, images: Sequence[ImageInput], model: str, progress: Progress | None = None) -> list[VerificationOutput]:
-        """Black-box verification: was each image made by ``model`` (a class of the head)?"""
-        head = self.head
-        if model not in head.classes_:
-            raise ValueError(f"unknown model {model!r}; the zoo knows: {', '.join(head.classes_)}")
-        images = list(images)
-        batch = self.features(images, progress)
-        outputs = [VerificationOutput(file=file_name(im), model=model) for im in images]
-        for pos, message in batch.errors.items():
-            outputs[pos].error, outputs[pos].error_code = message, batch.error_codes[pos]
-        if batch.index:
-            code = head.classes_.index(model)
-            offset = head.verify_offsets_[code]
-            scores = head.class_log_odds(batch.features)[:, code] - offset
-            rates = false_match_rate_at(head.verification_negatives(model) - offset, scores)
-            for pos, score, rate in zip(batch.index, scores, rates):
-                out = outputs[pos]
-                out.score, out.match = round(float(score), 6), bool(score > 0)
-                out.threshold, out.false_match_rate = 0.0, float(head.false_match_rate)
-                out.false_match_rate_at_score = round(float(rate), 6)
-                out.note = batch.notes.get(pos)
-        return outputs
+    def verify(self, images: Sequence[ImageInput], model: str,
+               progress: Progress | None = None) -> list[VerificationOutput]:
+        """Black-box verification: was each image made by ``model`` (a class of the head)?
+
+        One row per image (see :meth:`attribution.verification.Verifier.verify`); raises ``ValueError``
+        for a class the head does not know.
+        """
+        return BlackBoxVerifier(self.head, model, extractor=self.extractor).verify(images, progress)
 
     # ------------------------------------------------------------------ enroll
     def enroll(self, name: str, images: Sequence[ImageInput], progress: Progress | None = None,

@@ -27,6 +27,7 @@ from .persistence import validate_config as _validate_any_config
 from .storage import (HUB_PREFIX, LOCAL_PREFIX, SHIPPED_ZOO, ZooError, folder_lock, user_zoo_dir,  # noqa: F401
                       write_bytes, zoo_dirs)
 from .storage import resolve as _resolve
+from .verification.factory import VERIFIERS, saved_type
 
 HEAD_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HASHES_NAME]  # what a head is, on the Hub too
 
@@ -144,7 +145,8 @@ def is_network(folder: Path) -> bool:
 
 
 def list_zoo() -> list[dict[str, Any]]:
-    """Every head of the shipped zoo and the user zoo, side by side.
+    """Every head of the shipped zoo and the user zoo, side by side (saved verifiers are listed by
+    :func:`attribution.verification.list_verifiers`).
 
     Each entry: ``name``, ``origin`` (``shipped`` or ``user``), ``path``, ``backbone`` (its id), ``classes``,
     ``head`` (its type), ``base_head`` (the head an enrolled one was made from, else ``None``) and
@@ -157,7 +159,7 @@ def list_zoo() -> list[dict[str, Any]]:
             continue
         origin = "shipped" if base == SHIPPED_ZOO else "user"
         for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if is_network(folder):
+            if is_network(folder) or saved_type(folder) in VERIFIERS:  # verifiers: list_verifiers
                 continue
             entry: dict[str, Any] = {"name": folder.name, "origin": origin, "path": str(folder),
                                      "shadowed": origin == "user" and folder.name in shipped}

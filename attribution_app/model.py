@@ -19,8 +19,10 @@ import numpy as np
 from attribution import Attributor, ZooError, normalize_label, zoo
 from attribution.constants import DEFAULT_ZOO_NAME
 from attribution.enrollment import apply_deltas, enrolled_config, head_fingerprint
+from attribution.heads.base import NotFittedError
 from attribution.pipeline import MIN_ENROLL_IMAGES
 from attribution.provenance import ProvenanceReader
+from attribution.verification import BlackBoxVerifier, Verifier, list_verifiers, load_verifier
 
 from .errors import scrub_paths
 from .settings import ADMIN_TOKEN_ENV, C2PA_ANCHORS_ENV, MAX_ENROLL_IMAGES, ZOO_ENV
@@ -38,8 +40,8 @@ class ModelHost:
         self.load_error: str | None = None
         self._served: tuple[Attributor, str] | None = None  # the head and its fingerprint, swapped together
         self._lock = threading.RLock()
-        self._whitebox: tuple[tuple[Any, ...], Any] | None = None
-        self._whitebox_lock = threading.Lock()
+        self._verifier: tuple[tuple[Any, ...], Verifier] | None = None  # white-box or saved, one at a time
+        self._verifier_lock = threading.Lock()
 
     def set_ref(self, ref: str | None) -> None:
         """Head to load on first use (``--zoo``); ``None`` is the shipped default head."""
@@ -118,35 +120,47 @@ class ModelHost:
         att(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
         return att
 
-    def whitebox(self, source: str, calibration: str | None, steps: int) -> Any:
-        """A cached ``WhiteBoxVerifier`` for a diffusers pipeline (imported lazily: it needs diffusers)."""
-        try:
-            from attribution.whitebox import WhiteBoxVerifier
-        except ImportError as exc:
-            raise ValueError(f"white-box mode is unavailable ({exc}); install diffusers") from None
+    def whitebox(self, source: str, calibration: str | None, steps: int) -> Verifier:
+        """A cached ``WhiteBoxVerifier`` for a diffusers pipeline (imported lazily: it needs diffusers);
+        ``calibration`` is an uploaded file (a ``.zip`` of a saved calibration or an earlier ``.json``)."""
         local = Path(source).expanduser()
         if (local.is_absolute() or source.startswith((".", "~"))) and not local.is_dir():
             raise ValueError("no such folder on the server (give a diffusers pipeline folder or a Hub id)")
         calib_hash = hashlib.sha256(Path(calibration).read_bytes()).hexdigest() if calibration else None
-        key = (source, calib_hash, int(steps))
-        with self._whitebox_lock:
-            if self._whitebox is not None and self._whitebox[0] == key:
-                return self._whitebox[1]
-            self._whitebox = None  # free the previous VAE before loading another
+        options = {"steps": int(steps), **({"calibration": calibration} if calibration else {})}
+        return self._cached(("whitebox", source, calib_hash, int(steps)),
+                            f"whitebox:{local if local.is_dir() else source}", options,
+                            "could not load a diffusers VAE from it", "Give a local pipeline folder (with vae/) "
+                            "or a Hub id available offline.")
+
+    def saved_verifier(self, name: str) -> Verifier:
+        """A cached saved verifier of the zoo folders (OCC-CLIP...), chosen by its name only."""
+        entry = next((e for e in list_verifiers() if e["name"] == name), None)
+        if entry is None:
+            raise ValueError("choose a saved verifier from the list")
+        return self._cached(("saved", entry["path"]), entry["ref"], {}, "could not load that verifier", "")
+
+    def _cached(self, key: tuple[Any, ...], ref: str, options: dict[str, Any], failure: str, hint: str) -> Verifier:
+        """The verifier ``ref`` names, loaded once and kept until another one is asked for (one big model at a
+        time); load failures become ``ValueError`` messages without server paths."""
+        with self._verifier_lock:
+            if self._verifier is not None and self._verifier[0] == key:
+                return self._verifier[1]
+            self._verifier = None  # free the previous model before loading another
             try:
-                verifier = WhiteBoxVerifier.from_pretrained(str(local) if local.is_dir() else source,
-                                                            calibration=calibration, steps=int(steps))
+                verifier = load_verifier(ref, **options)
             except ImportError as exc:
-                raise ValueError(f"white-box mode is unavailable ({exc}); install diffusers") from None
-            except Exception as exc:  # noqa: BLE001 - diffusers / hub raise many types
+                raise ValueError(f"this verifier is unavailable ({exc}); install its extra") from None
+            except Exception as exc:  # noqa: BLE001 - diffusers / open_clip / hub raise many types
                 reason = scrub_paths(f"{type(exc).__name__}: {str(exc).rstrip('.')}")
-                raise ValueError(f"could not load a diffusers VAE from it: {reason}. Give a local pipeline folder "
-                                 "(with vae/) or a Hub id available offline.") from None
-            if not hasattr(verifier, "offset_"):
-                raise ValueError("this model has no white-box calibration: upload the attribution_whitebox.json "
-                                 "made by WhiteBoxVerifier.calibrate(...).save_calibration(...), or put it in the "
-                                 "pipeline folder")
-            self._whitebox = (key, verifier)
+                raise ValueError(f"{failure}: {reason}. {hint}".rstrip()) from None
+            try:
+                verifier.check_is_fitted()
+            except NotFittedError:
+                raise ValueError("this model has no white-box calibration: upload a calibration (.zip of the folder "
+                                 "that `attribution calibrate` saves, or an attribution_whitebox.json), or put it in "
+                                 "the pipeline folder") from None
+            self._verifier = (key, verifier)
             return verifier
 
 
@@ -163,12 +177,14 @@ def view_or_none(state: VisitorState) -> Attributor | None:
 
 
 def _rows(items: Sequence[Item], outputs: Sequence[Any]) -> list[dict[str, Any]]:
-    """JSON dicts of ``outputs`` with ``file`` set to the client's file name and errors free of server paths."""
+    """JSON dicts of ``outputs`` with ``file`` set to the client's file name and errors (and a verifier's model,
+    which may be a folder) free of server paths."""
     rows = []
     for (name, _), out in zip(items, outputs):
         row = {**out.to_json(), "file": name}
-        if row.get("error"):
-            row["error"] = scrub_paths(row["error"])
+        for key in ("error", "model"):
+            if isinstance(row.get(key), str):
+                row[key] = scrub_paths(row[key])
         rows.append(row)
     return rows
 
@@ -189,11 +205,16 @@ def attribute(state: VisitorState, items: Sequence[Item], nearest: int = 0,
 
 def verify(state: VisitorState, items: Sequence[Item], model: str,
            progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Black-box verification for a visitor: one CLI ``verify`` dict per image."""
+    """Black-box verification for a visitor (a class of their view of the head): one CLI ``verify`` dict per image."""
     if not model:
         raise ValueError("choose the generator to verify against")
     view = HOST.view(state)
-    return _rows(items, view.verify([p for _, p in items], model, progress=progress))
+    return verify_with(BlackBoxVerifier(view.head, model, extractor=view.extractor), items, progress)
+
+
+def verify_with(verifier: Verifier, items: Sequence[Item], progress: Progress | None = None) -> list[dict[str, Any]]:
+    """``verifier``'s CLI ``verify`` dict for each ``(client name, path)`` pair."""
+    return _rows(items, verifier.verify([p for _, p in items], progress=progress))
 
 
 def enroll(state: VisitorState, name: str, items: Sequence[Item],

@@ -184,7 +184,7 @@ def verify_markdown(rows: list[dict[str, Any]], target: str) -> str:
         r = ok[0]
         lines = [f"## {'Match' if r['match'] else 'No match'}",
                  f"{md(r.get('file'))} {'looks' if r['match'] else 'does not look'} made by {target}.", ""]
-        lines.append(f"- Score **{r['score']:+.3f}** (a match needs more than {r['threshold']:+.3f})")
+        lines.append(f"- Score **{r['score']:+.3f}** (a match needs at least {r['threshold']:+.3f})")
         if r.get("false_match_rate_at_score") is not None:
             lines.append(f"- Among images from other known sources, **{rate(r['false_match_rate_at_score'])}** score "
                          "at least this high (false-match rate at this score)")

@@ -1,6 +1,6 @@
 """Seconds per image of white-box verification (VAE decoder inversion).
 
-Times ``WhiteBoxVerifier.score_samples`` on the model's own decodes for each ``--size`` and ``--steps``.
+Times ``WhiteBoxVerifier.features`` (the inversion) on the model's own decodes for each ``--size`` and ``--steps``.
 Without ``--model`` an untrained tiny VAE is built from config (speed does not depend on training).
 
     python benchmarks/whitebox_speed.py --size 32 64 --steps 0 50
@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attribution.whitebox import WhiteBoxVerifier  # noqa: E402
+from attribution.verification import WhiteBoxVerifier  # noqa: E402
 
 
 def tiny_vae():
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, nargs="+", default=[32], help="crop side(s) in px")
     parser.add_argument("--steps", type=int, nargs="+", default=[50], help="Adam steps per image")
     parser.add_argument("--n", type=int, default=4, help="images timed per row")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="images inverted together")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     args = parser.parse_args(argv)
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     if args.model:
-        verifier = WhiteBoxVerifier.from_pretrained(args.model, batch_size=args.batch_size, device=args.device)
+        verifier = WhiteBoxVerifier.from_pretrained(args.model, calibration=False, batch_size=args.batch_size,
+                                                    device=args.device)
     else:
         verifier = WhiteBoxVerifier(tiny_vae(), batch_size=args.batch_size, device=args.device, model_id="tiny")
     print(f"model={verifier.model_id} device={verifier.device} threads={torch.get_num_threads()} "
@@ -54,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
         verifier.size = size
         images = verifier.sample(args.n, generator=0)
         verifier.steps = 1
-        verifier.score_samples(images[:1])  # warm-up
+        verifier.features(images[:1])  # warm-up
         for steps in args.steps:
             verifier.steps = steps
             start = time.perf_counter()
-            verifier.score_samples(images)
+            verifier.features(images)
             per_image = (time.perf_counter() - start) / args.n
             per_step = f"{1000 * per_image / steps:9.1f}" if steps else f"{'-':>9}"
             print(f"{size:>6} {steps:>6} {per_image:>9.3f} {per_step}")

@@ -81,3 +81,38 @@ def stub_attributor(batch_size: int = 4, size: int = 256, n_crops: int = 5, **kw
     X = np.concatenate([rng.normal(m, 1, (30, 6)) for m in (0, 3)])
     head = OpenSetHead(n_components=4).fit(X, ["real"] * 30 + ["gen"] * 30)
     return Attributor(backbone, head, {}, batch_size=batch_size, **kwargs)
+
+
+# the default open_clip tokenizer needs the full 49408-token vocabulary; everything else is tiny
+TINY_CLIP_CFG = {"embed_dim": 32,
+                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+                 "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}}
+
+
+def tiny_clip(folder: Path, seed: int = 0) -> str:
+    """A tiny random open_clip CLIP saved as an open_clip ``local-dir:`` folder; returns its backbone id
+    (loadable offline, in this process and in a subprocess)."""
+    import json
+
+    import open_clip
+    import torch
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {
+        "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}}))
+    torch.manual_seed(seed)
+    save_file(CLIP(**TINY_CLIP_CFG).state_dict(), str(folder / "open_clip_model.safetensors"))
+    return f"local-dir:{folder}"
+
+
+def tiny_vae(seed: int = 0, sample_size: int = 32):
+    """An untrained 3-level (4x downsampling), 16-channel diffusers ``AutoencoderKL``."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=(16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+                         up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, layers_per_block=1,
+                         norm_num_groups=16, sample_size=sample_size, scaling_factor=1.0).eval()

@@ -420,33 +420,49 @@ def test_whitebox_reports_load_failures(tmp_path):
 
 def test_whitebox_with_a_tiny_vae(tmp_path):
     pytest.importorskip("diffusers")
-    import torch
-    from diffusers import AutoencoderKL
-
-    from attribution.whitebox import WhiteBoxVerifier
+    from attribution.verification import WhiteBoxVerifier
     from attribution_app.render import verify_markdown
     from attribution_app.tabs.verify import whitebox_rows
+    from conftest import tiny_vae
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                        layers_per_block=1, sample_size=32)
     folder = tmp_path / "tiny-vae"
-    vae.save_pretrained(folder, safe_serialization=True)
-    verifier = WhiteBoxVerifier.from_pretrained(str(folder), steps=2)
-    verifier.calibrate(n_samples=2, generator=0)
-    calibration = verifier.save_calibration(tmp_path / "calibration.json")
+    tiny_vae().save_pretrained(folder, safe_serialization=True)
+    verifier = WhiteBoxVerifier.from_pretrained(str(folder), steps=2).calibrate(n_samples=2, generator=0)
+    calibration = tmp_path / "calibration.zip"  # what a visitor uploads: the saved calibration folder as a zip
+    calibration.write_bytes(verifier.to_bytes())
     (tmp_path / "notes.png").write_text("not an image")
     items = [("a.png", str(make_image(tmp_path / "a.png", seed=4, size=32))),
              ("notes.png", str(tmp_path / "notes.png"))]
     rows = whitebox_rows(str(folder), str(calibration), 2, items)
     assert rows[0]["method"] == "whitebox" and isinstance(rows[0]["match"], bool) and rows[1]["error"]
+    assert str(tmp_path) not in json.dumps(rows)  # the model is named without the server folder
     summary = verify_markdown(rows, "`tiny` (white-box)")
     assert "of 2 images match" in summary and "1 could not be read" in summary
     with pytest.raises(ValueError, match="no white-box calibration"):
         whitebox_rows(str(folder), None, 3, items[:1])
     with pytest.raises(ValueError, match="pipeline folder or Hub id"):
         whitebox_rows(" ", None, 3, items[:1])
+
+
+def test_saved_verifiers_are_offered_by_name(user_home, tmp_path):
+    """An OCC-CLIP verifier fitted into the user zoo is offered by name (never its path) and verifies uploads."""
+    import numpy as np
+
+    from attribution.verification import OCCCLIPVerifier
+    from attribution_app import model as ops
+    from attribution_app.tabs.verify import saved_choices
+    from conftest import tiny_clip
+
+    verifier = OCCCLIPVerifier.from_clip(tiny_clip(tmp_path / "clip"), target="my_gen", steps=2, device="cpu")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 32)).astype(np.float32)
+    verifier.fit(X[:5], X[5:]).save_pretrained(user_home / "zoo" / "occ-clip-my-gen")
+    assert saved_choices() == [("occ-clip-my-gen (OCCCLIP: my_gen)", "occ-clip-my-gen")]
+    items = [("a.png", str(make_image(tmp_path / "a.png", seed=4, size=40)))]
+    rows = ops.verify_with(ops.HOST.saved_verifier("occ-clip-my-gen"), items)
+    assert rows[0]["model"] == "my_gen" and rows[0]["method"] == "occ-clip" and 0 < rows[0]["false_match_rate_at_score"]
+    with pytest.raises(ValueError, match="choose a saved verifier"):
+        ops.HOST.saved_verifier(str(user_home / "zoo" / "occ-clip-my-gen"))  # names only, never paths
 
 
 def test_admin_saves_a_derived_head_and_switching_heads_keeps_visitors_informed(user_home, tmp_path, monkeypatch):

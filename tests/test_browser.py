@@ -204,12 +204,18 @@ def test_verify_shows_the_false_match_rate_at_the_score(page_a, images):
     shot(page_a, "06_verify.png")
 
 
-def test_verify_whitebox_mode_explains_what_it_needs(page_a):
+def test_verify_modes_explain_what_they_need(page_a):
     page_a.get_by_label("White-box: diffusers pipeline folder or Hub id").check()
     page_a.get_by_text("Calibration file").first.wait_for()
     assert not page_a.locator("#verify-model").is_visible()
     page_a.click("#verify-button")  # no pipeline given yet
     wait_text(page_a, "#verify-summary", "pipeline folder or Hub id")
+    for close in page_a.locator(".toast-close").all():
+        close.click()
+    page_a.get_by_label("Saved verifier (OCC-CLIP...)").check()  # none saved in this zoo: the list is empty
+    page_a.locator("#verify-saved").wait_for()
+    page_a.click("#verify-button")
+    wait_text(page_a, "#verify-summary", "choose a saved verifier")
     for close in page_a.locator(".toast-close").all():
         close.click()
     page_a.get_by_label("Black-box: a class of the head").check()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_image, png_chunk, with_png_chunks
+from conftest import REPO, make_image, png_chunk, tiny_clip, with_png_chunks
 
 PREDICT_KEYS = {"file", "label", "known", "scores", "unknown_score"}
 
@@ -165,6 +165,10 @@ def test_enrolling_a_copy_of_a_known_class_warns_before_saving(user_home, dev_da
 def test_clear_errors(tmp_path, user_home):
     proc, _ = run_cli("verify", "--json", "--model", "no_such_model", str(tmp_path), env_home=user_home)
     assert proc.returncode == 2 and "unknown model 'no_such_model'" in proc.stderr
+    proc, _ = run_cli("verify", "--verifier", "blackbox:open-set-efficientnet-lite2", "x.png", env_home=user_home)
+    assert proc.returncode == 2 and "blackbox:<head>#<class>" in proc.stderr
+    proc, _ = run_cli("verify", "--verifier", "greybox:x", "x.png", env_home=user_home)
+    assert proc.returncode == 2 and "unknown verifier scheme 'greybox'" in proc.stderr
     proc, _ = run_cli("predict", "--zoo", "no-such-head", "x.png", env_home=user_home)
     assert proc.returncode == 2 and "no zoo head named 'no-such-head'" in proc.stderr
     shots = [make_image(tmp_path / f"s{i}.png", seed=i) for i in range(2)]
@@ -181,3 +185,35 @@ def test_zoo_list_and_show(user_home):
     shown = json.loads(proc.stdout)
     assert shown["backbone"]["id"].startswith("efficientnet_lite2") and "real" in shown["classes"]
     assert shown["head"]["type"] == "OpenSetHead" and "state" not in shown["head"]
+
+
+def test_fit_an_occ_clip_verifier_and_verify_with_it(tmp_path, user_home):
+    """``fit-verifier occ-clip`` saves a verifier in the user zoo (a tiny random CLIP, offline); ``zoo list``
+    shows it and ``verify --verifier occ-clip:<name>`` uses it, with the verify JSON contract."""
+    clip = tiny_clip(tmp_path / "clip")
+    target, negatives = tmp_path / "my_gen", tmp_path / "others"
+    target.mkdir()
+    negatives.mkdir()
+    for i in range(6):
+        make_image(target / f"{i}.png", seed=i, size=64)
+    for i in range(12):
+        make_image(negatives / f"{i}.png", seed=100 + i, size=64)
+    (negatives / "notes.txt").write_text("no image: skipped with a warning")
+    proc, lines = run_cli("fit-verifier", "occ-clip", "--backbone", clip, "--target", str(target), "--negatives",
+                          str(negatives), "--steps", "3", "--quiet", env_home=user_home)
+    assert proc.returncode == 0, proc.stderr
+    out = lines[0]
+    assert out["model"] == "my_gen" and out["n_target"] == 6 and out["n_negatives"] == 12 and out["skipped"] == 1
+    assert Path(out["saved_to"]) == user_home / "zoo" / "occ-clip-my-gen" and "notes.txt" in proc.stderr
+    proc, _ = run_cli("zoo", "list", env_home=user_home)
+    assert "occ-clip-my-gen" in proc.stdout and "--verifier occ-clip:occ-clip-my-gen" in proc.stdout
+    probe = make_image(tmp_path / "probe.png", seed=50, size=64)
+    proc, lines = run_cli("verify", "--verifier", "occ-clip:occ-clip-my-gen", "--json", "--quiet", str(probe),
+                          str(tmp_path / "missing.png"), env_home=user_home)
+    assert proc.returncode == 1, proc.stderr
+    assert set(lines[0]) == {"file", "model", "score", "match", "threshold", "false_match_rate", "method",
+                             "false_match_rate_at_score"}
+    assert lines[0]["model"] == "my_gen" and lines[0]["method"] == "occ-clip" and lines[0]["false_match_rate"] == 0.01
+    assert lines[0]["match"] == (lines[0]["score"] >= 0) and 0 < lines[0]["false_match_rate_at_score"] <= 1
+    assert lines[1] == {"file": str(tmp_path / "missing.png"), "model": "my_gen",
+                        "error": f"no such file: {tmp_path / 'missing.png'}", "error_code": "not_found"}

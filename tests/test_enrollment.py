@@ -3,17 +3,12 @@ import numpy as np
 import pytest
 
 from attribution.enrollment import (WARN_PROBA, WARN_SHARE, apply_deltas, class_delta, enrollment_report,
-                                    false_match_rate_at, head_fingerprint)
+                                    head_fingerprint)
 from attribution.heads import OpenSetHead
+from attribution.verification import BlackBoxVerifier, false_match_rate_at
 from test_heads import DIM, make_classes
 
 BACKBONE = {"backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"]}
-
-def verification_score(head, X, label):
-    """Black-box verification decision of ``label``: its log-odds minus its offset (> 0 is a match)."""
-    code = head.classes_.index(label)
-    return head.class_log_odds(X)[:, code] - head.verify_offsets_[code]
-
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,8 @@ def test_deltas_rebuild_the_enrolled_head(split):
     for name, value in enrolled.state_dict().items():
         assert np.array_equal(rebuilt.state_dict()[name], value), name
     assert np.array_equal(rebuilt.predict(Xt), enrolled.predict(Xt))
-    assert np.array_equal(verification_score(rebuilt, Xt, "g5"), verification_score(enrolled, Xt, "g5"))
+    assert np.array_equal(BlackBoxVerifier(rebuilt, "g5").decision_function(Xt),
+                          BlackBoxVerifier(enrolled, "g5").decision_function(Xt))
     assert base.classes_ == ["g0", "g1", "g2", "g3"]  # the base head is never changed
     # dropping the first delta is the same head as removing its class
     assert np.array_equal(apply_deltas(base, deltas[1:]).predict_proba(Xt),
@@ -75,16 +71,17 @@ def test_report_tells_a_new_generator_from_a_copy_of_a_known_one(split):
 
 def test_false_match_rate_at_score_is_conformal_and_falls_with_the_score(split):
     base, X, y, Xt, yt = split
-    head = base.clone().enroll(X[y == "g4"][:10], "g4")
-    negatives = head.verification_negatives("g4") - head.verify_offsets_[head.classes_.index("g4")]
+    verifier = BlackBoxVerifier(base.clone().enroll(X[y == "g4"][:10], "g4"), "g4")
+    head = verifier.head
+    negatives = verifier.calibration_negatives() - verifier.offset_
     assert len(negatives) == int((head.bank_labels_ != head.classes_.index("g4")).sum())
     rates = false_match_rate_at(negatives, np.array([-1e9, 0.0, 1e9]))
     assert rates[0] == 1.0 and rates[2] == 1 / (len(negatives) + 1)
     # at the match threshold it reads about the operating false-match rate the threshold was set at
     assert rates[1] <= 3 * head.false_match_rate
-    scores = np.sort(verification_score(head, Xt, "g4"))
+    scores = np.sort(verifier.decision_function(Xt))
     assert np.all(np.diff(false_match_rate_at(negatives, scores)) <= 0)
     # and it holds on fresh images of the other known classes
-    fresh = verification_score(head, Xt[yt < "g4"], "g4")
+    fresh = verifier.decision_function(Xt[yt < "g4"])
     for s in (-2.0, 0.0, 2.0):
         assert abs((fresh >= s).mean() - false_match_rate_at(negatives, [s])[0]) < 0.05

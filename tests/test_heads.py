@@ -4,14 +4,9 @@ from sklearn.metrics import roc_auc_score
 
 from attribution.constants import UNKNOWN
 from attribution.heads import HEADS, NotFittedError, OpenSetHead
+from attribution.verification import BlackBoxVerifier
 
 DIM = 40
-
-def verification_score(head, X, label):
-    """Black-box verification decision of ``label``: its log-odds minus its offset (> 0 is a match)."""
-    code = head.classes_.index(label)
-    return head.class_log_odds(X)[:, code] - head.verify_offsets_[code]
-
 
 
 def make_classes(n_per_class, seed=0, n_classes=6, draw=0):
@@ -31,8 +26,6 @@ def make_classes(n_per_class, seed=0, n_classes=6, draw=0):
 @pytest.fixture(scope="module")
 def data():
     return make_classes([240, 185, 185, 122, 50, 60], seed=1)
-
-
 
 
 def test_fit_predict_closed_set(data):
@@ -85,7 +78,7 @@ def test_five_shot_enrollment_is_recalled_and_old_classes_keep_accuracy():
     assert before - after <= 0.03, (before, after)
     assert head.class_bias_[:-1].tolist() == [0.0] * 5
     # verification of the enrolled class separates its images from the others
-    auc = roc_auc_score(yt == "g5", verification_score(head, Xt, "g5"))
+    auc = roc_auc_score(yt == "g5", BlackBoxVerifier(head, "g5").decision_function(Xt))
     assert auc > 0.95, auc
 
 
@@ -110,7 +103,7 @@ def test_enroll_false_rate_holds_on_fresh_images(rate):
     assert taken <= 2 * rate + 0.005, (rate, taken)
     assert recall > 0.3, recall
     # verification offsets are set on left-out bank scores, so fresh negatives match at about the target rate
-    false_match = (verification_score(head, Xt[yt != "g5"], "g5") > 0).mean()
+    false_match = (BlackBoxVerifier(head, "g5").predict(Xt[yt != "g5"]) == 1).mean()
     assert false_match <= 2 * head.false_match_rate, false_match
 
 

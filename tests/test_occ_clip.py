@@ -2,8 +2,9 @@
 
 A random CLIP says nothing about real attribution quality; these tests check the mechanics: the
 prompt forward is open_clip's ``encode_text``, only the context vectors learn, the adversarial hard
-negatives act, ``offset_`` holds its false-match rate, save/load is exact, and two synthetic
-generator fingerprints are told apart from a few samples.
+negatives act, ``offset_`` holds its false-match rate, folders saved before the verification package
+still load, and two synthetic generator fingerprints are told apart from a few samples. Shapes,
+not-fitted errors and exact save/load are the shared contract (``test_contract.py``).
 """
 import os
 
@@ -17,18 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from sklearn.metrics import roc_auc_score
 
 from attribution.backbones.clip import CLIPBackbone
 from attribution.heads.base import NotFittedError
-from attribution.occ_clip import CLASS_NAMES, OCCCLIPVerifier
+from attribution.verification import OCCCLIPVerifier, load_verifier
+from attribution.verification.occ_clip import CLASS_NAMES
+from conftest import TINY_CLIP_CFG as TINY_CFG, make_image, tiny_clip
 
-TINY = "attribution-test-occ-tiny"
-# the default tokenizer needs the full 49408-token vocabulary; everything else is tiny
-TINY_CFG = {"embed_dim": 32,
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}}
 SIZE = 32
 AMPLITUDE = 0.04  # strength of the generator fingerprints on top of random smooth content
 
@@ -38,18 +36,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("occ-configs")
-    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY).eval()
-    path = tmp_path_factory.mktemp("occ-ckpt") / "tiny.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    """The backbone id of a tiny random CLIP (``local-dir:``)."""
+    return tiny_clip(tmp_path_factory.mktemp("occ-clip") / "tiny")
 
 
 def _verifier(ckpt, **kw):
-    return OCCCLIPVerifier.from_pretrained(f"{TINY}:{ckpt}", device="cpu", **kw)
+    return OCCCLIPVerifier.from_clip(ckpt, device="cpu", **kw)
 
 
 def _images(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -112,7 +104,7 @@ def test_encode_images_is_normalised_encode_image(ckpt):
     with torch.no_grad():
         expected = F.normalize(verifier.model.encode_image(x), dim=1).numpy()
     np.testing.assert_allclose(verifier.encode_images(x, batch_size=4), expected, rtol=1e-5, atol=1e-6)
-    backbone = CLIPBackbone(f"{TINY}:{ckpt}", layers=["embed"], device="cpu")  # the features it caches
+    backbone = CLIPBackbone(ckpt, layers=["embed"], device="cpu")  # the features it caches
     np.testing.assert_allclose(backbone.encode(x).numpy(), expected, rtol=1e-5, atol=1e-6)
     views = verifier.encode_images(x, n_views=2)
     np.testing.assert_allclose(views[0], F.normalize(torch.from_numpy(expected[:2].mean(0)), dim=0).numpy(),
@@ -176,24 +168,45 @@ def test_sklearn_one_class_convention(data, fitted):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert (np.argsort(proba[:, 1]) == np.argsort(scores)).all()
     assert fitted.n_features_in_ == TINY_CFG["embed_dim"]
+    assert len(fitted.negative_scores_) == 100  # calibration_fraction 0.25 of the 400 negatives are kept
 
 
-def test_save_load_round_trip(ckpt, data, fitted, tmp_path):
-    X = np.concatenate([data["held_target"], data["held_other"]])
-    expected = fitted.score_samples(X)
-    # arrays through safetensors + JSON parameters, into a freshly loaded CLIP
-    save_file(fitted.state_dict(), str(tmp_path / "occ.safetensors"))
-    params = json.loads(json.dumps(fitted.get_params()))
-    restored = _verifier(ckpt, **params).load_state_dict(load_file(str(tmp_path / "occ.safetensors")))
-    np.testing.assert_array_equal(restored.score_samples(X), expected)
-    assert restored.offset_ == fitted.offset_
-    # the folder form: config.json + model.safetensors, reloaded by from_pretrained
-    folder = fitted.save_pretrained(tmp_path / "occ-clip-target")
+def test_verify_images_and_saved_folder(ckpt, data, fitted, tmp_path):
+    """verify() encodes images as encode_images does; the saved folder loads by the factory's reference."""
+    good = [make_image(tmp_path / f"{i}.png", seed=i, size=48) for i in range(3)]
+    (tmp_path / "bad.png").write_text("not an image")
+    rows = fitted.verify([*good, tmp_path / "bad.png"])
+    features = fitted.features(good).features
+    np.testing.assert_allclose([r.score for r in rows[:3]], fitted.decision_function(features), atol=1e-5)
+    assert all(r.method == "occ-clip" and r.model == "target" and r.false_match_rate == 0.01 for r in rows[:3])
+    assert all(0 < r.false_match_rate_at_score <= 1 for r in rows[:3])  # from the kept calibration negatives
+    assert rows[3].error_code == "not_an_image" and rows[3].score is None
+    folder = fitted.save_pretrained(tmp_path / "occ-clip-target", {"name": "occ-clip-target"})
     config = json.loads((folder / "config.json").read_text())
-    assert config["head"] == "OCCCLIPVerifier" and config["backbone"] == f"{TINY}:{ckpt}"
-    reloaded = OCCCLIPVerifier.from_pretrained(str(folder), device="cpu")
-    np.testing.assert_array_equal(reloaded.score_samples(X), expected)
-    np.testing.assert_array_equal(reloaded.predict(X), fitted.predict(X))
+    assert config["head"]["type"] == "OCCCLIPVerifier" and config["backbone"]["id"] == ckpt
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---") and "occ-clip-target" in card and "OCC-CLIP" in card
+    loaded = load_verifier(f"occ-clip:{folder}", device="cpu")
+    assert [r.to_json() for r in loaded.verify(good)] == [r.to_json() for r in rows[:3]]
+
+
+def test_folders_saved_before_the_verification_package_still_load(ckpt, data, fitted, tmp_path):
+    """The earlier layout: a flat config.json (``head`` a type name, ``head_params``, ``backbone`` an id) and
+    ``ctx`` / ``offset`` arrays; it was written under format_version 1 and, later, 2."""
+    X = np.concatenate([data["held_target"], data["held_other"]])
+    for version in (1, 2):
+        folder = tmp_path / f"old-{version}"
+        folder.mkdir()
+        params = {k: v for k, v in fitted.get_params().items() if k not in ("target", "batch_size")}
+        (folder / "config.json").write_text(json.dumps({
+            "head": "OCCCLIPVerifier", "head_params": params, "backbone": ckpt,
+            "class_names": list(CLASS_NAMES), "format_version": version}))
+        save_file({"ctx": fitted.ctx_.numpy(), "offset": np.array([fitted.offset_])}, str(folder / "model.safetensors"))
+        old = OCCCLIPVerifier.from_pretrained(str(folder), device="cpu")
+        np.testing.assert_array_equal(old.score_samples(X), fitted.score_samples(X))
+        assert old.offset_ == fitted.offset_ and old.calibration_negatives() is None
+        probe = make_image(tmp_path / "probe.png", seed=9, size=40)
+        assert old.verify([probe])[0].false_match_rate_at_score is None  # no negatives were kept then
 
 
 def test_errors(ckpt, data, tmp_path):
@@ -210,8 +223,8 @@ def test_errors(ckpt, data, tmp_path):
     with pytest.raises(ValueError, match=r"\(n_samples, 32\)"):
         fitted.score_samples(data["target"][:, :16])
     with pytest.raises(ValueError, match="needs"):
-        _verifier(ckpt, n_ctx=4).load_state_dict(fitted.state_dict())
+        _verifier(ckpt, n_ctx=4)._set_ctx(fitted.ctx_)
     with pytest.raises(ValueError, match="pretrained tag or checkpoint"):
-        OCCCLIPVerifier.from_pretrained("ViT-B-32")
+        OCCCLIPVerifier.from_clip("ViT-B-32")
     with pytest.raises(RuntimeError, match="cannot load CLIP backbone"):
-        OCCCLIPVerifier.from_pretrained(f"{TINY}:{tmp_path / 'missing.pt'}")
+        OCCCLIPVerifier.from_clip(f"ViT-B-32:{tmp_path / 'missing.pt'}")

@@ -1,4 +1,9 @@
-"""White-box verification on two tiny, briefly trained AutoencoderKL "generators" (offline, CPU)."""
+"""White-box verification on two tiny, briefly trained AutoencoderKL "generators" (offline, CPU).
+
+Shapes, the not-fitted error, exact save/load and the accept rate on held-out own images are the shared
+contract (``test_contract.py``); here: the signal, the complexity calibration, loading pipelines and
+calibrations (folders, earlier JSON files), batching, and the CLI.
+"""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -17,10 +22,12 @@ from diffusers import AutoencoderKL
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from attribution.heads.base import NotFittedError
 from attribution.transform import ImageDecodeError
-from attribution.whitebox import CALIBRATION_NAME, WhiteBoxResult, WhiteBoxVerifier, png_bits_per_pixel
+from attribution.verification import WhiteBoxVerifier, load_verifier
+from attribution.verification.whitebox import CALIBRATION_DIR, LEGACY_CALIBRATION, png_bits_per_pixel
+from conftest import REPO, tiny_vae
 
-REPO = Path(__file__).resolve().parents[1]
 SIDE = 32
 STEPS = 30  # Adam steps per inversion in these tests (default 50)
 N_HELD_OUT = 16
@@ -44,11 +51,8 @@ def _textures(n: int, seed: int) -> torch.Tensor:
 
 
 def _tiny_vae(seed: int, train_steps: int = 40) -> AutoencoderKL:
-    """A 3-level (4x downsampling) VAE trained briefly as an autoencoder on its own texture set."""
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(block_out_channels=(16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, layers_per_block=1,
-                        norm_num_groups=16, sample_size=SIDE, scaling_factor=1.0)
+    """A tiny VAE trained briefly as an autoencoder on its own texture set."""
+    vae = tiny_vae(seed, sample_size=SIDE).train()
     data = _textures(64, seed=100 + seed)
     optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
@@ -85,6 +89,10 @@ def _to_images(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()]
 
 
+def held_out_image() -> Image.Image:
+    return _to_images(_textures(1, seed=5))[0]
+
+
 @pytest.fixture(scope="module")
 def held_out(verifier_a, vae_b) -> dict[str, list[Image.Image]]:
     """Images model A must accept ("own", not used in calibration) and reject ("model B", "real")."""
@@ -104,28 +112,25 @@ def _aucs(scores: np.ndarray) -> dict[str, float]:
 def test_own_samples_score_above_other_model_and_real(verifier_a, held_out):
     images = [im for group in held_out.values() for im in group]
     calls = []
-    outputs = verifier_a.verify(images, progress=lambda done, total: calls.append((done, total)))
-    assert all(isinstance(o, WhiteBoxResult) for o in outputs) and len(outputs) == len(images)
-    assert calls[-1] == (len(images), len(images))
+    rows = verifier_a.verify(images, progress=lambda done, total: calls.append((done, total)))
+    assert len(rows) == len(images) and calls[-1] == (len(images), len(images))
+    X = verifier_a.features(images).features  # [loss, complexity]: the inversion is deterministic
+    np.testing.assert_allclose([r.score for r in rows], verifier_a.decision_function(X), atol=1e-6)
 
-    scores = np.array([o.score for o in outputs])
+    scores = verifier_a.score_samples(X)
     aucs = _aucs(scores)
-    raw = _aucs(-np.log([o.loss for o in outputs]))  # the same, without the complexity calibration
+    raw = _aucs(-np.log(X[:, 0]))  # the same, without the complexity calibration
     for name, auc in aucs.items():
         print(f"\nwhite-box AUC own(A) vs {name}, {STEPS} steps: {auc:.3f} (raw loss: {raw[name]:.3f})")
         assert auc >= 0.8, f"AUC own vs {name} = {auc:.3f} (raw loss {raw[name]:.3f})"
         assert auc >= raw[name] - 0.02, f"complexity calibration hurt vs {name}: AUC {auc:.3f}, raw {raw[name]:.3f}"
 
     n = N_HELD_OUT
-    match = np.array([o.match for o in outputs])
+    match = np.array([r.match for r in rows])
     assert match[:n].mean() >= 0.75 and match[n:].mean() <= 0.25, match
-    assert all(o.threshold == verifier_a.offset_ and o.seconds > 0 and o.loss > 0 for o in outputs)
-    assert all(o.match == (o.score >= o.threshold) for o in outputs)
-
-    pair = [images[0], images[n]]  # the inversion is deterministic: the one-class API agrees with verify
-    np.testing.assert_allclose(verifier_a.decision_function(pair), scores[[0, n]] - verifier_a.offset_,
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(verifier_a.predict(pair), np.where(match[[0, n]], 1, -1))
+    assert all(r.match == (r.score >= 0) and r.threshold == 0.0 and r.method == "whitebox" for r in rows)
+    assert all(r.note.startswith(f"reconstruction loss {x[0]:.6f} after {STEPS} steps") for r, x in zip(rows, X))
+    np.testing.assert_array_equal(verifier_a.predict(X), np.where(match, 1, -1))
 
 
 def test_complexity_calibration_helps_encoder_only(vae_a, held_out):
@@ -135,11 +140,28 @@ def test_complexity_calibration_helps_encoder_only(vae_a, held_out):
     detailed images the decoder cannot represent.
     """
     images = [im for group in held_out.values() for im in group]
-    png = _aucs(WhiteBoxVerifier(vae_a, steps=0, batch_size=64, device="cpu").score_samples(images))
-    raw = _aucs(WhiteBoxVerifier(vae_a, steps=0, batch_size=64, complexity=None, device="cpu").score_samples(images))
+
+    def scores(**kw):
+        verifier = WhiteBoxVerifier(vae_a, steps=0, batch_size=64, device="cpu", **kw)
+        return verifier.score_samples(verifier.features(images).features)
+
+    png, raw = _aucs(scores()), _aucs(scores(complexity=None))
     for name, auc in png.items():
         print(f"\nwhite-box AUC own(A) vs {name}, encoder only: {auc:.3f} (raw loss: {raw[name]:.3f})")
         assert auc >= 0.8 and auc >= raw[name] - 0.02, f"vs {name}: AUC {auc:.3f}, raw {raw[name]:.3f}"
+
+
+def test_batches_invert_like_single_images(vae_a, held_out):
+    """verify honours batch_size (crops of equal size invert together) and gives the same rows as one at a time."""
+    images = [*held_out["own"][:3], Image.new("RGB", (SIDE + 8, SIDE)), *held_out["real"][:2]]
+    single = WhiteBoxVerifier(vae_a, steps=3, batch_size=1, device="cpu").fit(np.array([[0.01, 1.0]] * 2))
+    batched = WhiteBoxVerifier(vae_a, steps=3, batch_size=4, device="cpu").fit(np.array([[0.01, 1.0]] * 2))
+    seen = []
+    encode = batched.encode
+    batched.encode = lambda prepared: seen.append(len(prepared)) or encode(prepared)
+    rows = batched.verify(images)
+    assert seen == [4, 2]
+    np.testing.assert_allclose([r.score for r in rows], [r.score for r in single.verify(images)], atol=1e-5)
 
 
 def test_png_complexity_orders_images():
@@ -148,23 +170,54 @@ def test_png_complexity_orders_images():
     assert png_bits_per_pixel(flat) < 2 < 20 < png_bits_per_pixel(noise)
 
 
-def test_calibration_round_trip(verifier_a, vae_a, vae_b, tmp_path):
-    path = verifier_a.save_calibration(tmp_path)
-    assert path == tmp_path / CALIBRATION_NAME
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CALIBRATION_NAME]  # no temp file left behind
-    record = json.loads(path.read_text())
-    assert record["offset_"] == verifier_a.offset_ and record["complexity"] == "png"
-    assert record["calibration"]["n_samples"] == 16 and record["calibration"]["source"] == "vae_decoder"
+def _same_weights(a: AutoencoderKL, b: AutoencoderKL) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
 
-    restored = WhiteBoxVerifier(vae_a, steps=1, lr=1.0, complexity=None, device="cpu").load_calibration(path)
+
+def _pipeline(vae: AutoencoderKL, folder: Path) -> Path:
+    vae.save_pretrained(folder / "vae")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                         "_diffusers_version": "0.42.1",
+                                                         "vae": ["diffusers", "AutoencoderKL"]}))
+    return folder
+
+
+def test_calibration_folder_and_earlier_json(verifier_a, vae_a, vae_b, tmp_path):
+    folder = verifier_a.save_pretrained(tmp_path / CALIBRATION_DIR)
+    config = json.loads((folder / "config.json").read_text())
+    head = config["head"]
+    assert head["type"] == "WhiteBoxVerifier" and head["state"]["offset_"] == verifier_a.offset_
+    assert head["params"]["complexity"] == "png" and head["state"]["calibration_"]["source"] == "vae_decoder"
+    assert head["state"]["vae_fingerprint_"] == verifier_a.fingerprint()
+
+    restored = WhiteBoxVerifier(vae_a, steps=1, lr=1.0, complexity=None, device="cpu").with_calibration(folder)
     assert (restored.offset_, restored.steps, restored.lr, restored.complexity) == (
-        verifier_a.offset_, STEPS, verifier_a.lr, "png")
+        verifier_a.offset_, STEPS, verifier_a.lr, "png")  # a calibration fixes the settings it holds for
     assert restored.calibration_ == verifier_a.calibration_
-
-    named = verifier_a.save_calibration(tmp_path / "sub" / "a.json")
-    assert named.is_file() and json.loads(named.read_text()) == record
+    np.testing.assert_array_equal(restored.calibration_scores_, verifier_a.calibration_scores_)
     with pytest.warns(UserWarning, match="another VAE"):
-        WhiteBoxVerifier(vae_b, device="cpu").load_calibration(named)
+        WhiteBoxVerifier(vae_b, device="cpu").with_calibration(folder)
+
+    # the single JSON file written before calibrations were folders
+    legacy = tmp_path / LEGACY_CALIBRATION
+    legacy.write_text(json.dumps({
+        "format_version": 1, "model_id": "old/pipe:vae", "fingerprint": verifier_a.fingerprint(),
+        "offset_": verifier_a.offset_, "steps": STEPS, "lr": 0.05, "size": None, "complexity": "png",
+        "calibration": verifier_a.calibration_}, indent=2, sort_keys=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same weights: no fingerprint warning
+        old = WhiteBoxVerifier(vae_a, steps=1, device="cpu").with_calibration(legacy)
+    assert (old.offset_, old.steps, old.accept_rate) == (verifier_a.offset_, STEPS, 0.95)
+    assert not hasattr(old, "calibration_scores_")
+    image = held_out_image()
+    assert old.verify([image])[0].score == verifier_a.verify([image])[0].score
+    pipeline = _pipeline(vae_a, tmp_path / "old-pipe")  # where the earlier CLI wrote it: found there
+    (pipeline / LEGACY_CALIBRATION).write_bytes(legacy.read_bytes())
+    assert WhiteBoxVerifier.from_pretrained(pipeline, device="cpu").offset_ == verifier_a.offset_
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(Exception, match="not a white-box calibration"):
+        old.with_calibration(tmp_path / "bad.json")
 
 
 def test_calibrate_from_pipeline(verifier_a, vae_a):
@@ -174,39 +227,40 @@ def test_calibrate_from_pipeline(verifier_a, vae_a):
         seen.update(kwargs, output_type=output_type)
         return SimpleNamespace(images=verifier_a.sample(2, generator=generator))
 
-    verifier = WhiteBoxVerifier(vae_a, steps=2, batch_size=8, device="cpu")
-    verifier.calibrate(pipeline=pipeline, pipeline_kwargs={"prompt": ""}, n_samples=3, accept_rate=0.5, generator=3)
+    verifier = WhiteBoxVerifier(vae_a, steps=2, batch_size=8, accept_rate=0.5, device="cpu")
+    verifier.calibrate(pipeline=pipeline, pipeline_kwargs={"prompt": ""}, n_samples=3, generator=3)
     assert seen == {"prompt": "", "output_type": "pil"}
     assert verifier.calibration_["source"] == "pipeline" and verifier.calibration_["n_samples"] == 3
     assert verifier.offset_ == pytest.approx(verifier.calibration_["median"])
 
 
-def _same_weights(a: AutoencoderKL, b: AutoencoderKL) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
-
-
 def test_from_pretrained_pipeline_folder(verifier_a, vae_a, tmp_path):
-    vae_a.save_pretrained(tmp_path / "vae")
-    (tmp_path / "model_index.json").write_text(json.dumps(
-        {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1", "vae": ["diffusers", "AutoencoderKL"]}))
-    verifier_a.save_calibration(tmp_path)  # found automatically next to model_index.json
+    folder = _pipeline(vae_a, tmp_path / "pipe")
+    uncalibrated = WhiteBoxVerifier.from_pretrained(folder, device="cpu")
+    assert _same_weights(uncalibrated.vae, vae_a) and uncalibrated.model_id == f"{folder}:vae"
+    with pytest.raises(NotFittedError):
+        uncalibrated.verify([held_out_image()])
+    calibrated = uncalibrated.with_calibration(verifier_a.save_pretrained(tmp_path / "calibration"))
+    calibrated.save_pretrained(folder / CALIBRATION_DIR)  # found automatically inside the pipeline folder
 
-    loaded = WhiteBoxVerifier.from_pretrained(tmp_path, device="cpu")
-    assert _same_weights(loaded.vae, vae_a)
-    assert loaded.model_id == f"{tmp_path}:vae"
-    assert loaded.offset_ == verifier_a.offset_ and loaded.steps == STEPS
+    for loaded in (WhiteBoxVerifier.from_pretrained(folder, device="cpu"), load_verifier(f"whitebox:{folder}"),
+                   load_verifier(f"whitebox:{folder / CALIBRATION_DIR}"), load_verifier(str(folder / CALIBRATION_DIR))):
+        assert loaded.offset_ == verifier_a.offset_ and loaded.steps == STEPS and _same_weights(loaded.vae, vae_a)
+        assert loaded.model_id == f"{folder}:vae"  # a saved calibration records where its VAE came from
 
 
 def test_from_pretrained_bare_vae_folder(verifier_a, vae_a, tmp_path):
     vae_a.save_pretrained(tmp_path / "bare")
-    calibration = verifier_a.save_calibration(tmp_path / "calib.json")
+    calibration = verifier_a.save_pretrained(tmp_path / "calib")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same weights: no fingerprint warning
         loaded = WhiteBoxVerifier.from_pretrained(tmp_path / "bare", calibration=calibration, device="cpu")
     assert _same_weights(loaded.vae, vae_a) and loaded.model_id == str(tmp_path / "bare")
     assert loaded.offset_ == verifier_a.offset_
     assert not hasattr(WhiteBoxVerifier.from_pretrained(tmp_path / "bare", device="cpu"), "offset_")
+    zipped = tmp_path / "calib.zip"
+    zipped.write_bytes(verifier_a.to_bytes())
+    assert WhiteBoxVerifier.from_pretrained(tmp_path / "bare", calibration=zipped).offset_ == verifier_a.offset_
 
 
 def test_from_pretrained_refuses_pickle_weights(vae_a, tmp_path):
@@ -222,70 +276,54 @@ def test_from_pretrained_hub_id_offline():
         WhiteBoxVerifier.from_pretrained("attribution-tests/no-such-repo", device="cpu")
 
 
-def test_uncalibrated_raises(vae_a):
-    verifier = WhiteBoxVerifier(vae_a, steps=1, device="cpu")
-    image = Image.new("RGB", (SIDE, SIDE))
-    for call in (verifier.predict, verifier.decision_function, verifier.verify):
-        with pytest.raises(RuntimeError, match="not calibrated"):
-            call([image])
-    with pytest.raises(RuntimeError, match="not calibrated"):
-        verifier.save_calibration("unused")
-    assert verifier.score_samples(image).shape == (1,)  # scoring itself needs no threshold
-
-
-def test_corrupt_image_raises(verifier_a, tmp_path):
+def test_unreadable_and_too_small_inputs(verifier_a, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10)
+    rows = verifier_a.verify([bad, Image.new("RGB", (3, 40)), held_out_image()])
+    assert [r.error_code for r in rows] == ["truncated", "too_small", None] and rows[2].score is not None
     with pytest.raises(ImageDecodeError):
-        verifier_a.verify([bad])
-    with pytest.raises(ImageDecodeError):
-        verifier_a.score_samples(str(bad))
+        verifier_a.calibrate([bad])
 
 
 def test_crop_policy(vae_a):
     image = Image.fromarray(np.zeros((37, 45, 3), np.uint8))  # H=37, W=45
-    assert WhiteBoxVerifier(vae_a, device="cpu")._prepare(image)[0].shape == (3, 36, 44)  # multiples of 4
-    assert WhiteBoxVerifier(vae_a, size=16, device="cpu")._prepare(image)[0].shape == (3, 16, 16)
-    assert WhiteBoxVerifier(vae_a, size=64, device="cpu")._prepare(image)[0].shape == (3, 36, 44)
-    with pytest.raises(ValueError, match="too small"):
-        WhiteBoxVerifier(vae_a, device="cpu")._prepare(Image.new("RGB", (3, 40)))
+    assert WhiteBoxVerifier(vae_a, device="cpu").prepare(image)[0].shape == (3, 36, 44)  # multiples of 4
+    assert WhiteBoxVerifier(vae_a, size=16, device="cpu").prepare(image)[0].shape == (3, 16, 16)
+    assert WhiteBoxVerifier(vae_a, size=64, device="cpu").prepare(image)[0].shape == (3, 36, 44)
+    with pytest.raises(ImageDecodeError, match="too small"):
+        WhiteBoxVerifier(vae_a, device="cpu").prepare(Image.new("RGB", (3, 40)))
 
 
 def test_import_does_not_import_diffusers():
-    code = "import sys, attribution.whitebox; assert 'diffusers' not in sys.modules, 'diffusers imported'"
+    code = ("import sys, attribution.verification.whitebox, attribution.verification as v; v.load_verifier; "
+            "assert 'diffusers' not in sys.modules, 'diffusers imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def test_cli_calibrate_and_verify_json_contract(vae_a, tmp_path):
     """``calibrate`` stores the threshold with the model; ``verify --whitebox --json`` keeps the verify contract."""
-    import json
-    import subprocess
-    import sys
-
-    folder = tmp_path / "pipe"
-    vae_a.save_pretrained(folder / "vae", safe_serialization=True)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    folder = _pipeline(vae_a, tmp_path / "pipe")
     verifier = WhiteBoxVerifier(vae_a, steps=2)
     own = [tmp_path / f"own{i}.png" for i in range(4)]
     for path, image in zip(own, verifier.sample(4, generator=0)):
         image.save(path)
     (tmp_path / "bad.png").write_text("not an image")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cwd = Path(__file__).resolve().parent.parent
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "attribution", *args], capture_output=True, text=True,
-                              cwd=cwd, env=env, timeout=300)
+                              cwd=REPO, env=env, timeout=300)
 
     calib = cli("calibrate", str(folder), "--steps", "2", "--quiet", "--images", *map(str, own[:3]))
     assert calib.returncode == 0, calib.stderr
-    assert (folder / CALIBRATION_NAME).is_file() and json.loads(calib.stdout)["n_samples"] == 3
-    run = cli("verify", "--whitebox", str(folder), "--steps", "2", "--json", "--quiet", str(own[3]),
-              str(tmp_path / "bad.png"))
+    assert (folder / CALIBRATION_DIR / "config.json").is_file() and json.loads(calib.stdout)["n_samples"] == 3
+    run = cli("verify", "--whitebox", str(folder), "--json", "--quiet", str(own[3]), str(tmp_path / "bad.png"))
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert run.returncode == 1 and len(lines) == 2, run.stderr
     assert {"file", "model", "score", "match"} <= set(lines[0]) and lines[0]["method"] == "whitebox"
-    assert lines[0]["match"] == (lines[0]["score"] >= 0)
+    assert lines[0]["match"] == (lines[0]["score"] >= 0) and "after 2 steps" in lines[0]["note"]
     assert set(lines[1]) == {"file", "model", "error", "error_code"} and "not a recognised image" in lines[1]["error"]
     assert lines[1]["error_code"] == "not_an_image"  # named on the command line: fails the run
+    again = cli("verify", "--verifier", f"whitebox:{folder}", "--json", "--quiet", str(own[3]))
+    assert again.returncode == 0 and json.loads(again.stdout) == lines[0] | {"note": json.loads(again.stdout)["note"]}

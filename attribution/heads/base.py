@@ -6,7 +6,6 @@ Heads need only NumPy (and scikit-learn to fit). They are saved like every fitte
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,19 +18,10 @@ class NotFittedError(RuntimeError):
 
 
 class BaseHead(PretrainedMixin):
-    """Common plumbing: ``get_params``, ``state_dict``/``meta_dict``, ``from_state`` and ``clone``."""
+    """Common plumbing: ``state_dict``/``meta_dict``, ``from_state`` and ``clone`` (``get_params`` is the mixin's)."""
 
     _array_attrs: ClassVar[tuple[str, ...]] = ()
     _meta_attrs: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, as stored in ``config.json`` under ``head.params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
 
     def check_is_fitted(self) -> None:
         """Raises :class:`NotFittedError` before ``fit``."""
@@ -67,7 +57,3 @@ class BaseHead(PretrainedMixin):
     def clone(self) -> "BaseHead":
         """An independent copy of the fitted head (arrays shared until replaced; heads never mutate arrays in place)."""
         return type(self).from_state(self.get_params(), dict(self.meta_dict()), self.state_dict())
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"

@@ -84,7 +84,8 @@ def model_card(config: dict[str, Any]) -> str:
     backbone = config.get("backbone") or {}
     training = config.get("training", {})
     counts = training.get("class_counts", {})
-    classes = "\n".join(f"- `{c}`" + (f" ({counts[c]} images)" if c in counts else "") for c in config["classes"])
+    names = config.get("classes", state.get("classes_", []))
+    classes = "\n".join(f"- `{c}`" + (f" ({counts[c]} images)" if c in counts else "") for c in names)
     metrics = config.get("metrics", {})
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     extra = "\n\n".join(f"![{name}]({name})" for name in config.get("figures", []))

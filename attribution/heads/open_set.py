@@ -519,8 +519,8 @@ class OpenSetHead(BaseHead):
 
     def class_log_odds(self, X: np.ndarray) -> np.ndarray:
         """``log p_c - log(1 - p_c)`` of every class, ``(n_samples, n_classes)``: the black-box verification
-        score of "made by class c" (higher = more likely), matched when above ``verify_offsets_[c]``
-        (set at ``false_match_rate``; see :class:`attribution.verification.BlackBoxVerifier`)."""
+        score of "made by class c" (higher = more likely), a match from ``verify_offsets_[c]`` on (set at
+        ``false_match_rate``; see :class:`attribution.verification.BlackBoxVerifier`)."""
         self.check_is_fitted()
         return self._log_odds(self.decision_function(X))
 

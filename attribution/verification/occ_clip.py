@@ -15,8 +15,8 @@ Attribution*, treat the question as few-shot one-class classification on top of 
 
 Optional, and what it needs
 ---------------------------
-This module is **optional**: nothing in ``attribution`` imports it, and it needs ``open_clip_torch``.
-It is only useful with **pretrained CLIP weights** (text *and* image towers), e.g.
+This module is **optional**: ``attribution.verification`` imports it only when it is asked for, and
+it needs ``open_clip_torch``. It is only useful with **pretrained CLIP weights** (text *and* image towers), e.g.
 ``ViT-B-16:openai`` or a local checkpoint: random weights know nothing about real generators.
 The tests run a tiny random CLIP offline, so they check the mechanics (only the prompts learn, the
 adversarial negatives act, the threshold holds its false-match rate, save/load is exact) and that
@@ -34,44 +34,38 @@ Usage
 -----
 From Python (``my_generator_paths`` etc. are lists of image files)::
 
-    import torch
-    from attribution.occ_clip import OCCCLIPVerifier
-    from attribution.transform import image_transform, load_image
+    from attribution.verification import OCCCLIPVerifier
 
-    verifier = OCCCLIPVerifier.from_pretrained("ViT-B-16:openai", steps=200)   # or name:/path/ckpt.pt
-    prep = image_transform(verifier.preprocess_cfg)                           # the distinct crops of an image
-
-    def feats(paths):
-        views = [prep(load_image(p)) for p in paths]
-        return verifier.encode_images(torch.cat(views), n_views=[len(v) for v in views])
-
-    verifier.fit(feats(my_generator_paths), feats(real_and_other_generator_paths))
-    verifier.predict(feats(query_paths))              # +1 "made by X", -1 otherwise
-    verifier.predict_proba(feats(query_paths))[:, 1]  # P(target | image)
-    verifier.save_pretrained("occ-clip-my-generator")  # config.json + model.safetensors
+    verifier = OCCCLIPVerifier.from_clip("ViT-B-16:openai", target="my_generator", steps=200)
+    target = verifier.features(my_generator_paths).features  # (n, embed_dim); .errors: inputs left out
+    negatives = verifier.features(real_and_other_generator_paths).features
+    verifier.fit(target, negatives)
+    verifier.verify(query_paths)                       # VerificationOutput rows, as `attribution verify --json`
+    verifier.predict(verifier.features(query_paths).features)  # +1 "made by X", -1 otherwise
+    verifier.save_pretrained("occ-clip-my-generator")  # config.json + model.safetensors + README.md
     verifier = OCCCLIPVerifier.from_pretrained("occ-clip-my-generator")
 
-``encode_images`` gives the same features as ``CLIPBackbone(backbone_id, layers=["embed"]).encode``
-(in fp32), so features cached by that backbone can be passed to :meth:`OCCCLIPVerifier.fit` directly.
+or ``attribution fit-verifier occ-clip --backbone ViT-B-16:openai --target DIR --negatives DIR``.
+Features are those of ``CLIPBackbone(backbone_id, layers=["embed"]).encode`` (in fp32), so features
+cached by that backbone can be passed to :meth:`OCCCLIPVerifier.fit` directly.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.factory import parse_model_name
 from open_clip.transformer import TextTransformer, text_global_pool
+from PIL import Image
 
-from .backbones.base import average_views, default_device
-from .backbones.clip import default_preprocess_cfg, load_open_clip_model, parse_backbone_id
-from .constants import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
-from .heads.base import NotFittedError
-from .transform import PreprocessCfg
+from ..backbones.base import average_views, default_device
+from ..backbones.clip import default_preprocess_cfg, load_open_clip_model, parse_backbone_id
+from ..persistence import validate_config
+from ..storage import ZooError
+from ..transform import PreprocessCfg, image_transform
+from .base import Verifier
 
 CLASS_NAMES = ("target", "non-target")  # row 0 of the prompts is the target class
 PLACEHOLDER = "X"
@@ -105,7 +99,29 @@ def _text_owner(model: torch.nn.Module) -> tuple[torch.nn.Module, str, int | Non
 
 
 # --------------------------------------------------------------------------- verifier
-class OCCCLIPVerifier:
+CARD_TEMPLATE = """---
+library_name: attribution
+tags:
+- image-forensics
+- generator-attribution
+- verification
+- occ-clip
+---
+
+# {name}
+
+OCC-CLIP verifier (Liu et al. 2024): "was this image made by `{target}`?", from prompt contexts learnt
+on the frozen CLIP `{backbone}` with adversarial hard negatives. A match needs a score at least the
+threshold set so that {fmr:.1%} of held-out negative images match ({n_negatives} of them kept for the
+false-match rate at each score).
+
+```bash
+python -m attribution verify --verifier occ-clip:{name} --json image.png
+```
+"""
+
+
+class OCCCLIPVerifier(Verifier):
     """One-class verifier "made by the target generator?" with learnt CLIP prompts (OCC-CLIP).
 
     Parameters
@@ -114,6 +130,8 @@ class OCCCLIPVerifier:
         A CLIP with open_clip's text transformer; frozen (``requires_grad`` off) and moved to ``device``.
     tokenizer : callable
         Its open_clip tokenizer (``open_clip.get_tokenizer(name)``).
+    target : str
+        Name of the target generator (the JSON's ``model``).
     n_ctx : int
         Learnable context vectors per prompt.
     steps : int
@@ -131,6 +149,11 @@ class OCCCLIPVerifier:
         Share of the negatives held out of training to set ``offset_``.
     random_state : int
         Seed for the context initialisation and the calibration split.
+    batch_size : int
+        Images per CLIP forward in :meth:`verify` and :meth:`features`.
+    backbone_id : str, optional
+        The CLIP's id (``name:tag``, ``hf-hub:org/repo``, ``local-dir:/path``...), recorded when saved so
+        that :meth:`from_pretrained` can load it again; :meth:`from_clip` sets it.
     device : str or torch.device, optional
         CUDA when available, else CPU; computation is fp32 on both.
 
@@ -140,6 +163,8 @@ class OCCCLIPVerifier:
         Learnt context vectors of the ``target`` and ``non-target`` prompts.
     offset_ : float
         Threshold on :meth:`score_samples`.
+    negative_scores_ : ndarray of shape (n_calibration,)
+        :meth:`score_samples` of the held-out negatives ``offset_`` was set on.
     n_features_in_ : int
         Image-embedding size.
     loss_curve_ : list of float
@@ -147,17 +172,23 @@ class OCCCLIPVerifier:
 
     Examples
     --------
-    >>> verifier = OCCCLIPVerifier(model, tokenizer).fit(target_features, negative_features)  # doctest: +SKIP
-    >>> verifier.predict(features)                                                           # doctest: +SKIP
+    >>> verifier = OCCCLIPVerifier.from_clip("ViT-B-16:openai")  # doctest: +SKIP
+    >>> verifier.fit(target_features, negative_features).predict(features)  # doctest: +SKIP
     array([ 1, -1, ...])
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Callable[..., torch.Tensor], *, n_ctx: int = 8,
-                 steps: int = 100, lr: float = 2e-3, adv_eps: float = 0.05, adv_weight: float = 1.0,
+    method: ClassVar[str] = "occ-clip"
+    _fitted_attrs: ClassVar[tuple[str, ...]] = ("ctx_", "offset_")
+    _unsaved: ClassVar[tuple[str, ...]] = ("model", "tokenizer", "backbone_id", "device")
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable[..., torch.Tensor], *, target: str = "target",
+                 n_ctx: int = 8, steps: int = 100, lr: float = 2e-3, adv_eps: float = 0.05, adv_weight: float = 1.0,
                  false_match_rate: float = 0.01, calibration_fraction: float = 0.25, random_state: int = 0,
+                 batch_size: int = 64, backbone_id: str | None = None,
                  device: str | torch.device | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.target = target
         self.n_ctx = n_ctx
         self.steps = steps
         self.lr = lr
@@ -166,42 +197,24 @@ class OCCCLIPVerifier:
         self.false_match_rate = false_match_rate
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
+        self.batch_size = batch_size
+        self.backbone_id = backbone_id
         self.device = device
-
-    _saved_params = ("n_ctx", "steps", "lr", "adv_eps", "adv_weight", "false_match_rate", "calibration_fraction",
-                     "random_state")
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, backbone_id: str, **kwargs: Any) -> "OCCCLIPVerifier":
-        """A verifier on the CLIP ``backbone_id``, or a fitted one from a :meth:`save_pretrained` folder.
+    def from_clip(cls, backbone_id: str, **kwargs: Any) -> "OCCCLIPVerifier":
+        """An unfitted verifier on the CLIP ``backbone_id`` (the ids of ``CLIPBackbone``: ``name:tag``,
+        ``name:/path/ckpt``, ``hf-hub:org/repo``, ``local-dir:/path``); ``kwargs`` go to the constructor.
 
-        ``backbone_id`` takes the ids of ``CLIPBackbone`` (``name:tag``, ``name:/path/ckpt``,
-        ``hf-hub:org/repo``, ``local-dir:/path``); ``kwargs`` go to the constructor. A folder written
-        by :meth:`save_pretrained` reloads its CLIP and its fitted prompts (``kwargs`` override its
-        parameters, e.g. ``device``).
+        Raises ``ValueError`` for a malformed id, ``RuntimeError`` when the weights cannot be loaded.
         """
-        folder = Path(backbone_id)
-        if parse_model_name(backbone_id)[0] is None and (folder / CONFIG_NAME).is_file():
-            return cls._from_folder(folder, **kwargs)
         model, tokenizer = load_open_clip(backbone_id)
-        verifier = cls(model, tokenizer, **kwargs)
-        verifier.backbone_id = backbone_id
-        return verifier
+        return cls(model, tokenizer, backbone_id=backbone_id, **kwargs)
 
-    @classmethod
-    def _from_folder(cls, folder: Path, **kwargs: Any) -> "OCCCLIPVerifier":
-        from safetensors.numpy import load_file
-
-        config = json.loads((folder / CONFIG_NAME).read_text())
-        if config.get("head") != cls.__name__:
-            raise ValueError(f"{folder} holds a {config.get('head')!r}, not an {cls.__name__}")
-        if not config.get("backbone"):
-            raise ValueError(f"{folder} does not record its CLIP backbone; build the verifier with its model "
-                             f"and call load_state_dict")
-        params = {k: v for k, v in config.get("head_params", {}).items() if k in cls._saved_params}
-        verifier = cls.from_pretrained(config["backbone"], **{**params, **kwargs})
-        return verifier.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+    @property
+    def name(self) -> str:
+        return self.target
 
     @property
     def preprocess_cfg(self) -> PreprocessCfg:
@@ -298,10 +311,12 @@ class OCCCLIPVerifier:
         ``target_features`` ``(n_target, embed_dim)``: CLIP image embeddings of a few images of the
         target generator; ``negative_features`` ``(n_negative, embed_dim)``: embeddings of other
         images (real and other generators). A ``calibration_fraction`` share of the negatives is held
-        out of training to set ``offset_``.
+        out of training to set ``offset_``; their scores are kept (``negative_scores_``) for the
+        false-match rate at each score. Returns ``self``; raises ``ValueError`` for features of the wrong
+        size or too few negatives to split.
         """
         self._setup()
-        for name in ("n_features_in_", "ctx_", "offset_"):
+        for name in ("n_features_in_", "ctx_", "offset_", "negative_scores_"):
             self.__dict__.pop(name, None)
         T = self._as_features(target_features, "target_features")
         N = self._as_features(negative_features, "negative_features")
@@ -343,17 +358,12 @@ class OCCCLIPVerifier:
             optimizer.step()
             schedule.step()
             self.loss_curve_.append(float(loss.detach()))
-        self.ctx_ = ctx.detach()
-        self.n_features_in_ = embed_dim
-        self._text_cache = None
-        self.offset_ = float(np.quantile(self._scores(N_cal), 1.0 - self.false_match_rate))
+        self._set_ctx(ctx.detach())
+        self.negative_scores_ = self._scores(N_cal)
+        self.offset_ = float(np.quantile(self.negative_scores_, 1.0 - self.false_match_rate))
         return self
 
     # ------------------------------------------------------------ scoring
-    def check_is_fitted(self) -> None:
-        if not all(hasattr(self, name) for name in ("ctx_", "offset_")):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit or load_state_dict first")
-
     def _text_features(self) -> torch.Tensor:
         if self._text_cache is None:
             with torch.no_grad():
@@ -366,7 +376,8 @@ class OCCCLIPVerifier:
         return (logits[:, TARGET] - logits[:, NON_TARGET]).cpu().numpy()
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Log-odds of ``P(target | image)``, ``(n_samples,)``: higher = more likely the target generator.
+        """Log-odds of ``P(target | image)``, ``(n_samples,)``, for CLIP image embeddings ``X``
+        ``(n_samples, embed_dim)``: higher = more likely the target generator.
 
         Log-odds rather than the probability so scores do not saturate at 1.0; see :meth:`predict_proba`.
         """
@@ -374,18 +385,24 @@ class OCCCLIPVerifier:
         self._setup()
         return self._scores(self._as_features(X, "X"))
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """``score_samples - offset_``: >= 0 is a match at ``false_match_rate``."""
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X: Any) -> np.ndarray:
-        """+1 where the image is attributed to the target generator, -1 elsewhere."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
-
     def predict_proba(self, X: Any) -> np.ndarray:
         """``(n_samples, 2)``: columns ``P(non-target)``, ``P(target)`` (the order of ``predict``'s -1, +1)."""
         p = 1.0 / (1.0 + np.exp(-self.score_samples(X)))
         return np.stack([1.0 - p, p], axis=1)
+
+    def calibration_negatives(self) -> np.ndarray | None:
+        return getattr(self, "negative_scores_", None)
+
+    # ------------------------------------------------------------ images
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The distinct crops of one image, ``(n_views, 3, size, size)``, as :attr:`preprocess_cfg` says."""
+        if getattr(self, "_transform", None) is None:
+            self._transform = image_transform(self.preprocess_cfg)
+        return self._transform(image)
+
+    def encode(self, prepared: list[torch.Tensor]) -> np.ndarray:
+        """CLIP image embeddings ``(len(prepared), embed_dim)`` of a batch of :meth:`prepare` outputs."""
+        return self.encode_images(torch.cat(prepared), n_views=[len(v) for v in prepared])
 
     @torch.inference_mode()
     def encode_images(self, x: torch.Tensor, n_views: int | Sequence[int] = 1, batch_size: int = 64) -> np.ndarray:
@@ -401,45 +418,78 @@ class OCCCLIPVerifier:
         return average_views(torch.cat(parts).float(), n_views).cpu().numpy()
 
     # ------------------------------------------------------------ persistence
-    def get_params(self) -> dict[str, Any]:
-        """JSON-able constructor arguments (all but ``model``, ``tokenizer`` and ``device``)."""
-        return {name: getattr(self, name) for name in self._saved_params}
+    def meta_dict(self) -> dict[str, Any]:
+        self.check_is_fitted()
+        return {"offset_": self.offset_}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Fitted state as NumPy arrays for ``safetensors.numpy.save_file``: ``ctx`` and ``offset``."""
+        """``ctx_`` (float32) and, when kept, ``negative_scores_`` (float64)."""
         self.check_is_fitted()
-        return {"ctx": np.ascontiguousarray(self.ctx_.cpu().numpy(), dtype=np.float32),
-                "offset": np.array([self.offset_], dtype=np.float64)}
+        arrays = {"ctx_": np.ascontiguousarray(self.ctx_.cpu().numpy(), dtype=np.float32)}
+        if self.calibration_negatives() is not None:
+            arrays["negative_scores_"] = np.asarray(self.negative_scores_, dtype=np.float64)
+        return arrays
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> "OCCCLIPVerifier":
-        """Restore :meth:`state_dict` output (for the same CLIP and ``n_ctx``)."""
+    @classmethod
+    def upgrade_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], version: int
+                      ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Folders saved before the verification package kept ``ctx`` and a one-element ``offset`` array
+        (and no negatives' scores)."""
+        if "ctx" in arrays:
+            meta = {**meta, "offset_": float(np.asarray(arrays["offset"]).reshape(-1)[0])}
+            arrays = {"ctx_": arrays["ctx"]}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                   **kwargs: Any) -> "OCCCLIPVerifier":
+        """A fitted verifier; ``params`` must hold ``model`` and ``tokenizer`` (see :meth:`from_config`).
+
+        Raises ``ValueError`` when the context does not fit the CLIP and ``n_ctx``.
+        """
+        names = cls._param_names()
+        verifier = cls(**{k: v for k, v in {**params, **kwargs}.items() if k in names})
+        verifier._set_ctx(torch.as_tensor(np.asarray(arrays["ctx_"], dtype=np.float32)))
+        verifier.offset_ = float(meta["offset_"])
+        if "negative_scores_" in arrays:
+            verifier.negative_scores_ = np.asarray(arrays["negative_scores_"], dtype=np.float64)
+        return verifier
+
+    def _set_ctx(self, ctx: torch.Tensor) -> None:
+        """Install fitted prompt contexts (checked against the CLIP and ``n_ctx``)."""
         self._setup()
-        ctx = torch.as_tensor(np.asarray(state["ctx"], dtype=np.float32))
         width = self._owner.token_embedding.weight.shape[1]
         if tuple(ctx.shape) != (len(CLASS_NAMES), self.n_ctx, width):
             raise ValueError(f"ctx has shape {tuple(ctx.shape)}; this verifier needs "
                              f"{(len(CLASS_NAMES), self.n_ctx, width)}")
         self.ctx_ = ctx.to(self._device())
-        self.offset_ = float(np.asarray(state["offset"]).reshape(-1)[0])
         self._text_cache = None
         with torch.no_grad():
             self.n_features_in_ = int(self._text_features().shape[-1])
-        return self
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (parameters, backbone id) and ``model.safetensors`` (no pickle)."""
-        from safetensors.numpy import save_file
+    def to_config(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config with the CLIP it runs on (``backbone.id``) and its preprocessing."""
+        own = {"backbone": {"id": self.backbone_id} if self.backbone_id else None,
+               "preprocess_cfg": self.preprocess_cfg.to_dict(), "class_names": list(CLASS_NAMES)}
+        return super().to_config({**own, **(config or {})})
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        config = {"head": type(self).__name__, "head_params": self.get_params(),
-                  "backbone": getattr(self, "backbone_id", None), "class_names": list(CLASS_NAMES),
-                  "format_version": FORMAT_VERSION}
-        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_file(self.state_dict(), str(folder / WEIGHTS_NAME))
-        return folder
+    @classmethod
+    def from_config(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], **kwargs: Any) -> "OCCCLIPVerifier":
+        """Rebuild a saved verifier, loading the CLIP its config records (``backbone.id``) unless ``model`` and
+        ``tokenizer`` are passed; other ``kwargs`` (e.g. ``device``) override its parameters.
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+        Raises ``ZooError`` when the config records no CLIP and none is passed, or holds another type.
+        """
+        backbone = validate_config(config).get("backbone")
+        if "model" not in kwargs:
+            if not backbone:
+                raise ZooError(f"this {cls.__name__} does not record its CLIP backbone; pass model= and tokenizer=")
+            kwargs["model"], kwargs["tokenizer"] = load_open_clip(backbone["id"])
+        kwargs.setdefault("backbone_id", backbone["id"] if backbone else None)
+        return super().from_config(config, arrays, **kwargs)
 
+    def model_card(self, config: dict[str, Any]) -> str:
+        negatives = self.calibration_negatives()
+        return CARD_TEMPLATE.format(name=config.get("name", f"occ-clip-{self.target}"), target=self.target,
+                                    backbone=self.backbone_id, fmr=self.false_match_rate,
+                                    n_negatives=0 if negatives is None else len(negatives))
