@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,8 +39,15 @@ def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
 
 
 def expand_inputs(paths: Sequence[str]) -> list[InputFile]:
-    """Files as given; folders walked recursively (every non-hidden file, sorted, judged by content)."""
-    return find_inputs(paths)
+    """Files as given; folders walked recursively (every non-hidden file, sorted, judged by content). A folder
+    holding no file is said on stderr (it gives no row: rows are files)."""
+    found: list[InputFile] = []
+    for path in paths:
+        files = find_inputs([path])
+        if not files and Path(path).is_dir():
+            print(f"warning: no files in folder {path}", file=sys.stderr)
+        found += files
+    return found
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -186,10 +194,18 @@ def cmd_fit_verifier(args: argparse.Namespace) -> int:
     verifier.fit(batches[0].features, batches[1].features)
     folder = Path(args.out) if args.out else user_zoo_dir() / f"occ-clip-{name.replace('_', '-')}"
     verifier.save_pretrained(folder, {"name": folder.name})
-    print(json.dumps({"saved_to": str(folder.resolve()), "verifier": f"occ-clip:{folder}", "model": name,
-                      "n_target": len(batches[0]), "n_negatives": len(batches[1]),
-                      "false_match_rate": verifier.false_match_rate, "threshold": verifier.offset_,
-                      "skipped": sum(len(b.errors) for b in batches)}))
+    out = {"saved_to": str(folder.resolve()), "verifier": f"occ-clip:{folder}", "model": name,
+           "n_target": len(batches[0]), "n_negatives": len(batches[1]),
+           "false_match_rate": verifier.false_match_rate, "threshold": verifier.offset_,
+           "skipped": sum(len(b.errors) for b in batches)}
+    held_out = len(verifier.negative_scores_)
+    if held_out * verifier.false_match_rate < 1:  # the threshold is a quantile of too few negatives
+        needed = math.ceil(1 / (verifier.false_match_rate * verifier.calibration_fraction))
+        out["warning"] = (f"only {held_out} held-out negatives set the threshold: it cannot hold a false-match rate "
+                          f"below 1/{held_out}; give at least {needed} negative images for "
+                          f"{verifier.false_match_rate:.0%}")
+        print(f"warning: {out['warning']}", file=sys.stderr)
+    print(json.dumps(out))
     return 0
 
 
@@ -205,6 +221,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if not refused:
         folder = Path(args.out) if args.out else zoo.user_zoo_dir() / zoo.derived_head_name(
             attributor.config["base_head"], list(attributor.config["enrolled"]))
+        if not args.out and folder.exists():  # an earlier enrollment under the same name is never replaced silently
+            print(f"error: the user zoo already holds {folder.name!r} from an earlier enrollment; pass --out FOLDER "
+                  f"to save this one elsewhere, or delete {folder} first", file=sys.stderr)
+            return 2
         result.saved_to = str(attributor.save_pretrained(folder).resolve())
     if args.json:
         _emit(result.to_json())

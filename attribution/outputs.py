@@ -91,7 +91,12 @@ class AttributionOutput:
 
 @dataclass
 class VerificationOutput:
-    """"Was this image made by ``model``?" ``score`` > 0 is a match (threshold already subtracted)."""
+    """"Was this image made by ``model``?" ``score`` >= 0 is a match (threshold already subtracted).
+
+    ``false_match_rate_at_score`` is the conformal estimate ``(k + 1) / (n + 1)`` of the share of other
+    sources' images scoring at least this high (``k`` of the verifier's ``n`` held-out negatives do), so it
+    is never 0; ``skipped`` marks a file found by walking a folder that is no image.
+    """
 
     file: str | None
     model: str
@@ -102,12 +107,14 @@ class VerificationOutput:
     method: str = "blackbox"
     note: str | None = None
     error: str | None = None
-    false_match_rate_at_score: float | None = None  # share of other sources' images scoring at least this high
+    false_match_rate_at_score: float | None = None
     error_code: str | None = None
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"file": self.file, "model": self.model, "error": self.error, "error_code": self.error_code}
+            out = {"file": self.file, "model": self.model, "error": self.error, "error_code": self.error_code}
+            return {**out, "skipped": True} if self.skipped else out
         out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
         if self.false_match_rate_at_score is not None:

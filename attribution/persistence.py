@@ -49,6 +49,9 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     Raises ``ZooError`` for a version newer than this library or a config missing its head section.
     """
     version = config.get("format_version")
+    if "network" in config and "head" not in config:
+        raise ZooError(f"this is the feature network {config['network']!r}, not a head or a verifier: use it as a "
+                       f"backbone (e.g. residual_cnn:{config.get('name', '<name>')})")
     if not isinstance(version, int):
         raise ZooError(f"{CONFIG_NAME} needs an integer 'format_version'")
     if version > FORMAT_VERSION:

@@ -159,8 +159,11 @@ def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> 
     a folder (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]`` (downloaded with
     ``files`` as the allowed patterns, or read from the Hub cache offline). ``None``: the default head.
 
-    Raises ``ZooError`` when nothing with a ``config.json`` is there, ``ValueError`` for a malformed name.
+    A ``Path`` is always a folder. Raises ``ZooError`` when nothing with a ``config.json`` is there,
+    ``ValueError`` for a malformed name.
     """
+    if isinstance(ref, os.PathLike):  # a Path is a folder, even one that reads like a name ("./head" -> "head")
+        ref = f"{LOCAL_PREFIX}{os.fspath(ref)}"
     ref = str(ref) if ref is not None else DEFAULT_ZOO_NAME
     if ref.startswith(HUB_PREFIX):
         return download(ref[len(HUB_PREFIX):], files)
@@ -176,7 +179,7 @@ def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> 
         if (base / name / CONFIG_NAME).is_file():
             return base / name
     available = sorted({p.name for base in zoo_dirs() if base.is_dir() for p in base.iterdir()
-                        if (p / CONFIG_NAME).is_file()})
+                        if (p / CONFIG_NAME).is_file() and '"network"' not in (p / CONFIG_NAME).read_text()})
     raise ZooError(f"no zoo head named {name!r}; available: {available or 'none'}")
 
 

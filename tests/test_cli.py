@@ -145,8 +145,12 @@ def test_enroll_saves_a_new_head_that_never_shadows_the_shipped_one(tmp_path, us
     assert proc.returncode == 0, proc.stderr
     line = lines[0]
     assert {"file", "model", "score", "match", "threshold", "false_match_rate", "method"} <= set(line)
-    assert line["match"] == (line["score"] > 0) and line["threshold"] == 0.0 and line["false_match_rate"] == 0.01
+    assert line["match"] == (line["score"] >= 0) and line["threshold"] == 0.0 and line["false_match_rate"] == 0.01
     assert 0 < line["false_match_rate_at_score"] <= 1
+    before = (folder / "model.safetensors").read_bytes()
+    proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "My Gen", *map(str, shots[1:4]), env_home=user_home)
+    assert proc.returncode == 2 and "earlier enrollment" in proc.stderr and "--out" in proc.stderr
+    assert (folder / "model.safetensors").read_bytes() == before  # the earlier enrollment is not replaced
 
 
 def test_enrolling_a_copy_of_a_known_class_warns_before_saving(user_home, dev_data):
@@ -205,6 +209,8 @@ def test_fit_an_occ_clip_verifier_and_verify_with_it(tmp_path, user_home):
     out = lines[0]
     assert out["model"] == "my_gen" and out["n_target"] == 6 and out["n_negatives"] == 12 and out["skipped"] == 1
     assert Path(out["saved_to"]) == user_home / "zoo" / "occ-clip-my-gen" and "notes.txt" in proc.stderr
+    # 3 held-out negatives cannot hold a 1 % false-match rate: said, not hidden
+    assert "only 3 held-out negatives" in out["warning"] and "400 negative images" in proc.stderr
     proc, _ = run_cli("zoo", "list", env_home=user_home)
     assert "occ-clip-my-gen" in proc.stdout and "--verifier occ-clip:occ-clip-my-gen" in proc.stdout
     probe = make_image(tmp_path / "probe.png", seed=50, size=64)

@@ -5,6 +5,7 @@ import os
 import stat
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,22 @@ def test_format_1_configs_are_nested_and_newer_ones_refused():
     assert up["preprocess_cfg"] == {"size": 224} and up["name"] == "old" and up["upgraded_from"] == 1
     with pytest.raises(ZooError, match="newer"):
         upgrade_config({**v1, "format_version": 99})
+
+
+def test_a_folder_in_the_working_directory_loads_by_relative_path(tmp_path, monkeypatch, user_home):
+    from attribution import zoo
+
+    head, X = fitted_head()
+    zoo.save_pretrained(tmp_path / "my-head", head, {"backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"],
+                                                      "preprocess_cfg": {}})
+    monkeypatch.chdir(tmp_path)
+    for ref in ("./my-head", "local-dir:my-head", Path("my-head"), Path("./my-head")):
+        loaded, _ = zoo.load_head(ref)  # a Path stays a folder even when it reads like a zoo name
+        assert np.array_equal(loaded.decide(X).labels, head.decide(X).labels)
+    with pytest.raises(ZooError, match="no zoo head named 'my-head'"):
+        zoo.load_head("my-head")  # a bare name is a zoo name
+    network = tmp_path / "net"
+    network.mkdir()
+    (network / CONFIG_NAME).write_text(json.dumps({"network": "ResidualCNN", "classes": ["real", "a"]}))
+    with pytest.raises(ZooError, match="feature network 'ResidualCNN', not a head"):
+        zoo.load_head(network)

@@ -179,7 +179,8 @@ class Verifier(PretrainedMixin):
             judged = [r for r in results if r.error is None]
             for r in results:
                 if r.error is not None:
-                    outputs[r.position].error, outputs[r.position].error_code = r.error, r.error_code or "unreadable"
+                    out = outputs[r.position]
+                    out.error, out.error_code, out.skipped = r.error, r.error_code or "unreadable", r.skipped
             if judged:
                 X = np.stack([r.features[0] for r in judged])
                 decision = self.decision_function(X)
