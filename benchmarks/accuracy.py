@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-params", default="{}", help="JSON overriding the head's parameters")
     parser.add_argument("--json", default=None, help="also write the per-fold metrics to this JSON file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fold-network", default="residual_cnn", choices=["residual_cnn", "efficientnet_late"],
+                        help="the trained network fused into each fold's features (benchmarks/folds.py --network)")
     args = parser.parse_args(argv)
 
     cache = FeatureCache(args.cache_dir)
@@ -300,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         fold_X = {f: base for f in folds}
     else:
         params = {**zoo.read_config(zoo.resolve(args.zoo or args.write_zoo))["head"]["params"]}
-        missing = [f for f in folds if not (fold_network(f) / "model.safetensors").is_file()]
+        network = args.fold_network
+        missing = [f for f in folds if not (fold_network(f, network) / "model.safetensors").is_file()]
         if missing:
             raise SystemExit(f"fold networks missing for {missing}: run python benchmarks/folds.py first")
-        base, *cnn = extract([IMAGE_FEATURES, *(f"residual_cnn:{fold_network(f)}" for f in folds)], images, cache)
+        base, *cnn = extract([IMAGE_FEATURES, *(f"{network}:{fold_network(f, network)}" for f in folds)], images, cache)
         fold_X = {f: fuse([(base, IMAGE_LAYERS), (c, CNN_LAYERS)]) for f, c in zip(folds, cnn)}
     print(f"{len(images.inputs)} images scored", file=sys.stderr)
     params.update(json.loads(args.head_params))

@@ -78,8 +78,13 @@ NETWORK_LAYERS = ("embedding", "logits")
 DEFAULT_WINDOW = 128
 
 
-def load_network(ref: str) -> tuple[ResidualCNN, dict]:
-    """A trained :class:`ResidualCNN` (eval mode) and its config from a zoo name, folder or ``hf-hub:`` id.
+FAMILIES = {"residual_cnn": "ResidualCNN", "efficientnet_late": "LateEfficientNet"}  # backbone family -> network
+
+
+def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dict]:
+    """A network trained by the recipe (eval mode) and its config from a zoo name, folder or ``hf-hub:`` id:
+    a :class:`ResidualCNN` for family ``residual_cnn``, a
+    :class:`~attribution.backbones.late_efficientnet.LateEfficientNet` for ``efficientnet_late``.
     Only ``config.json`` and ``model.safetensors`` are read. Raises ``ZooError`` if they do not fit."""
     import json
 
@@ -91,9 +96,14 @@ def load_network(ref: str) -> tuple[ResidualCNN, dict]:
     folder = resolve(ref)
     try:
         config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        if config.get("network") != "ResidualCNN":
-            raise ZooError(f"{folder} holds no ResidualCNN network (config 'network' is {config.get('network')!r})")
-        model = ResidualCNN(len(config["classes"]), config["widths"], config["strides"])
+        if config.get("network") != FAMILIES[family]:
+            raise ZooError(f"{folder} holds no {FAMILIES[family]} network (config 'network' is {config.get('network')!r})")
+        if family == "residual_cnn":
+            model = ResidualCNN(len(config["classes"]), config["widths"], config["strides"])
+        else:
+            from .late_efficientnet import LateEfficientNet
+
+            model = LateEfficientNet(len(config["classes"]))
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ZooError(f"unreadable residual CNN at {folder}: {exc}") from None
@@ -101,10 +111,11 @@ def load_network(ref: str) -> tuple[ResidualCNN, dict]:
 
 
 class ResidualCNNBackbone(Backbone):
-    """Features of a trained :class:`ResidualCNN`: ``embedding`` (pooled trunk, 128) and ``logits`` (its
-    class logits followed by its synthetic logit), averaged over the centre ``window`` px of each view.
+    """Features of a network trained by the recipe: ``embedding`` (pooled trunk: 128 for the residual CNN)
+    and ``logits`` (its class logits followed by its synthetic logit), of the centre ``window`` px of each view.
 
-    Id: ``residual_cnn:<network>``, the network a zoo name (``residual-cnn``), folder or ``hf-hub:`` id.
+    Id: ``residual_cnn:<network>`` (or ``efficientnet_late:<network>``, the fine-tuned alternative), the
+    network a zoo name (``residual-cnn``), folder or ``hf-hub:`` id.
     """
 
     family = "residual_cnn"
@@ -120,7 +131,8 @@ class ResidualCNNBackbone(Backbone):
             raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
         super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
         self.window = window
-        self.model, self.network_config = load_network(backbone_id.partition(":")[2])
+        family, _, ref = backbone_id.partition(":")
+        self.model, self.network_config = load_network(ref, family)
         self.model = self.model.to(self.device, self.dtype)
 
     def extra_config(self) -> dict[str, Any]:

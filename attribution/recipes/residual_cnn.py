@@ -160,11 +160,11 @@ class PatchSampler:
 
 def build_network(name: str, n_classes: int) -> torch.nn.Module:
     """The network the recipe trains: ``residual_cnn`` (:class:`ResidualCNN`, shipped) or ``efficientnet_late``
-    (:class:`~attribution.recipes.late_efficientnet.LateEfficientNet`, measured against it)."""
+    (:class:`~attribution.backbones.late_efficientnet.LateEfficientNet`, measured against it)."""
     if name == "residual_cnn":
         return ResidualCNN(n_classes)
     if name == "efficientnet_late":
-        from .late_efficientnet import LateEfficientNet
+        from ..backbones.late_efficientnet import LateEfficientNet
 
         return LateEfficientNet(n_classes)
     raise ValueError(f"unknown network {name!r}; choose residual_cnn or efficientnet_late")

@@ -4,14 +4,15 @@ fine-tuned on the same patches by the same recipe (``RecipeCfg(network="efficien
 Only the last ``trainable_blocks`` stages, the head convolution and two new linear heads learn; the
 earlier stages keep their ImageNet weights and batch-norm statistics. It reads RGB pixels (no
 residuals), so it shows what pretrained features gain from the recipe's data, twins and augmentation.
-``benchmarks/finetune_compare.py`` compares both networks on leak-free folds.
+``benchmarks/finetune_compare.py`` compares both networks on leak-free folds; a trained one is a backbone
+``efficientnet_late:<network>`` like ``residual_cnn:<network>``.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..backbones.efficientnet import load_imagenet_model
+from .efficientnet import load_imagenet_model
 
 
 class LateEfficientNet(nn.Module):
@@ -32,16 +33,21 @@ class LateEfficientNet(nn.Module):
         super().__init__()
         self.net = load_imagenet_model(variant)
         self.net.requires_grad_(False)
-        self.tuned = nn.ModuleList([*self.net.blocks[-trainable_blocks:], self.net.conv_head, self.net.bn2])
-        self.tuned.requires_grad_(True)
+        self.trainable_blocks = trainable_blocks
+        for module in self._tuned():
+            module.requires_grad_(True)
         self.classifier = nn.Linear(self.net.num_features, n_classes)
         self.synthetic = nn.Linear(self.net.num_features, 1)
         self.embed_dim = self.net.num_features
 
+    def _tuned(self) -> list[nn.Module]:
+        """The fine-tuned parts of the network (the last stages, the head convolution and its batch norm)."""
+        return [*self.net.blocks[-self.trainable_blocks:], self.net.conv_head, self.net.bn2]
+
     def train(self, mode: bool = True) -> "LateEfficientNet":
         """Train mode for the fine-tuned stages and heads only: frozen stages keep their batch-norm statistics."""
         super().train(False)
-        for module in (self.tuned, self.classifier, self.synthetic):
+        for module in (*self._tuned(), self.classifier, self.synthetic):
             module.train(mode)
         return self
 
