@@ -17,6 +17,7 @@ MAX_IMAGE_PIXELS = 100_000_000  # ~ 10000 x 10000; larger files are refused as d
 MAX_FILE_BYTES = 512 * 2**20  # larger files are refused unread (too_large)
 MIN_IMAGE_SIZE = 64  # px on the short side; smaller images get a too_small error, no label
 MAX_FRAMES = 4  # frames of an animated image judged (evenly spaced)
+EXEMPLAR_DIR = "exemplars"  # thumbnails of enrolled images in a head folder: exemplars/<class>/<nnn>.jpg
 HASHES_NAME = "exemplar_hashes.json"  # duplicate index of a head: hashes of its training and enrolled images
 NEAR_DUPLICATE_DISTANCE = 20  # max differing bits of the 256-bit pHash for a near duplicate (README: how measured)
 DEFAULT_ZOO_NAME = "open-set-efficientnet-lite2"

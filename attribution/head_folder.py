@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from . import zoo
-from .constants import CONFIG_NAME, HASHES_NAME
+from .constants import CONFIG_NAME, EXEMPLAR_DIR, HASHES_NAME
 from .duplicates import ExemplarHashes
 from .heads import OpenSetHead
 from .persistence import backbone_section
 from .storage import ZooError, folder_lock
 from .transform import ImageInput, load_image
 
-EXEMPLAR_DIR = "exemplars"
 THUMBNAIL_SIZE = 160  # px, the longer side of an exemplar thumbnail
 
 

@@ -26,7 +26,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
@@ -207,10 +207,12 @@ class PretrainedMixin:
 
     # ------------------------------------------------------------------ folders
     def save_pretrained(self, folder: str | os.PathLike, config: dict[str, Any] | None = None, *,
-                        card: str | None = None, files: dict[str, bytes] | None = None) -> Path:
+                        card: str | None = None, files: dict[str, bytes] | None = None,
+                        keep: Callable[[str], bool] | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` (plus ``files``: relative name ->
         bytes) to ``folder``, atomically and under the folder's lock. ``card`` replaces the model card;
-        without it an existing card is kept and a missing one is made from :meth:`model_card`."""
+        without it an existing card is kept and a missing one is made from :meth:`model_card`. Other files
+        already in the folder are kept, except those whose relative path ``keep`` refuses."""
         from safetensors.numpy import save_file
 
         folder = Path(folder)
@@ -230,7 +232,7 @@ class PretrainedMixin:
                 target.write_bytes(data)
 
         with folder_lock(folder):
-            return write_folder(folder, write)
+            return write_folder(folder, write, keep)
 
     @classmethod
     def from_pretrained(cls: type[T], ref: str | os.PathLike, **kwargs: Any) -> T:

@@ -68,18 +68,24 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
     return Path(target)
 
 
-def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Replace ``folder`` atomically by what ``write(tmp)`` puts in a fresh temporary folder beside it
-    (the files already in ``folder`` are copied there first, pickle files excepted)."""
+def write_folder(folder: str | os.PathLike, write: Callable[[Path], None],
+                 keep: Callable[[str], bool] | None = None) -> Path:
+    """Replace ``folder`` atomically by what ``write(tmp)`` puts in a fresh temporary folder beside it.
+
+    The files already in ``folder`` are copied there first, except pickle files and those whose path
+    relative to the folder (``/``-separated) ``keep`` refuses.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; the folder is as readable as any new one
     try:
         if folder.is_dir():
-            for item in folder.iterdir():
-                if not item.name.endswith(PICKLE_SUFFIXES):
-                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+            for item in folder.rglob("*"):
+                relative = item.relative_to(folder).as_posix()
+                if item.is_file() and not item.name.endswith(PICKLE_SUFFIXES) and (keep is None or keep(relative)):
+                    (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(item, tmp / relative)
         write(tmp)
         for path in tmp.rglob("*"):  # some writers (safetensors) make private files; a saved model is readable
             if path.is_file():

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .constants import CONFIG_NAME, HASHES_NAME, WEIGHTS_NAME, CARD_NAME
+from .constants import CARD_NAME, CONFIG_NAME, EXEMPLAR_DIR, HASHES_NAME, WEIGHTS_NAME
 from .duplicates import ExemplarHashes
 from .heads import HEADS, BaseHead
 from .names import validate_head_name
@@ -108,12 +108,19 @@ def read_hashes(folder: Path) -> ExemplarHashes | None:
 def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any], card: str | None = None,
               files: dict[str, bytes] | None = None) -> Path:
     """Save ``head`` with ``config`` (backbone, preprocessing, name, training...) as a zoo folder, atomically
-    (an existing model card is kept unless ``card`` is given). Refuses a user head named like a shipped one."""
+    (an existing model card is kept unless ``card`` is given). Thumbnails of classes the head no longer has
+    are not kept. Refuses a user head named like a shipped one."""
     folder = Path(folder)
-    config = {**config, "classes": list(head.meta_dict().get("classes_", []))}
+    classes = list(head.meta_dict().get("classes_", []))
+    config = {**config, "classes": classes}
     validate_config(head.to_config(config), folder)
     _check_not_shadowing(folder)
-    return head.save_pretrained(folder, config, card=card, files=files)
+
+    def keep(relative: str) -> bool:
+        parts = relative.split("/")
+        return not (parts[0] == EXEMPLAR_DIR and len(parts) > 2 and parts[1] not in classes)
+
+    return head.save_pretrained(folder, config, card=card, files=files, keep=keep)
 
 
 def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any],

@@ -34,6 +34,7 @@ def test_enroll_save_reload_round_trip(attributor, shots, tmp_path):
     assert reloaded.exemplar_path("../../etc/passwd") is None
     reloaded.remove("synthetic_noise", save_to=tmp_path / "h")
     assert "synthetic_noise" not in Attributor.from_pretrained(tmp_path / "h", backbone=attributor.backbone).classes
+    assert not (tmp_path / "h" / "exemplars" / "synthetic_noise").exists()  # a removed class's images go with it
 
 
 ENROLL = """
