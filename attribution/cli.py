@@ -86,7 +86,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = False
     if not args.json:
         width = max([len(str(Path(f).resolve())) for f in files] + [4])
-        print(f"{'file':<{width}}  {'label':<24} {'confidence':>10}  {'synthetic score':>15}  {'unknown score':>13}  reason",
+        print(f"{'file':<{width}}  {'label':<24} {'most probable class':<32} {'synthetic score':>15}  {'unknown score':>13}  "
+              "reason",
               flush=True)
     for o in attributor.stream(files, progress=_progress("predict", args.quiet), nearest=args.nearest):
         failed |= o.error is not None and not o.skipped
@@ -95,9 +96,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         elif o.error:
             print(f"{o.file:<{width}}  {'SKIPPED' if o.skipped else 'ERROR'} ({o.error_code}): {o.error}", flush=True)
         else:
-            conf, synthetic = max(o.scores.values()), "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
-            print(f"{o.file:<{width}}  {o.label:<24} {conf:>10.3f}  {synthetic:>15}  {o.unknown_score:>13.4f}  {o.reason}",
-                  flush=True)
+            top = max(o.scores, key=o.scores.get)  # may differ from the label (uncertain, unknown)
+            synthetic = "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
+            print(f"{o.file:<{width}}  {o.label:<24} {f'{top} ({o.scores[top]:.3f})':<32} {synthetic:>15}  "
+                  f"{o.unknown_score:>13.4f}  {o.reason}", flush=True)
     return 1 if failed else 0
 
 

@@ -77,6 +77,8 @@ def test_predict_all_good_exits_zero_and_table(image_folder, user_home):
     proc, _ = run_cli("predict", "--quiet", str(image_folder / "a.png"), str(image_folder / "missing.png"),
                       env_home=user_home)
     assert proc.returncode == 1 and "a.png" in proc.stdout and "no such file" in proc.stdout
+    header, row = proc.stdout.splitlines()[:2]
+    assert "most probable class" in header and f"{lines[0]['label']} " in row and lines[0]["reason"] in row
 
 
 def test_predict_provenance_fields(tmp_path, user_home):
