@@ -218,7 +218,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from . import zoo
 
     attributor = _load(args)
-    result = attributor.enroll(args.name, expand_inputs(args.paths), progress=_progress("enroll", args.quiet))
+    try:
+        result = attributor.enroll(args.name, expand_inputs(args.paths), progress=_progress("enroll", args.quiet))
+    except ValueError as exc:  # too few readable images, a name already known: said on stdout too for scripts
+        if args.json:
+            _emit({"name": args.name, "error": str(exc), "error_code": "not_enrolled"})
+        raise
     refused = bool(result.warning) and not args.force
     if not refused:
         folder = Path(args.out) if args.out else zoo.user_zoo_dir() / zoo.derived_head_name(

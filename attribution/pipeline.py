@@ -204,8 +204,10 @@ class Attributor:
         errors = {names[p]: m for p, m in batch.errors.items()}
         error_codes = {names[p]: c for p, c in batch.error_codes.items()}
         if len(batch.index) < MIN_ENROLL_IMAGES:
+            unread = "; ".join(f"{Path(f).name}: {error_codes[f]}" for f in list(errors)[:10])
             raise ValueError(f"enrollment needs at least {MIN_ENROLL_IMAGES} readable images; got "
-                             f"{len(batch.index)}" + (f" ({len(errors)} could not be read)" if errors else ""))
+                             f"{len(batch.index)}" + (f" ({len(errors)} could not be read: {unread}"
+                                                      + (", ..." if len(errors) > 10 else "") + ")" if errors else ""))
         ids = exemplar_ids(label, len(batch.index))
         thumbnails = {exemplar: thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
         report = EnrollmentReport(0.0, "", 0.0)  # set by enrolled()

@@ -178,9 +178,11 @@ def test_clear_errors(tmp_path, user_home):
     proc, _ = run_cli("predict", "--zoo", "no-such-head", "x.png", env_home=user_home)
     assert proc.returncode == 2 and "no zoo head named 'no-such-head'" in proc.stderr
     shots = [make_image(tmp_path / f"s{i}.png", seed=i) for i in range(2)]
-    proc, _ = run_cli("enroll", "--name", "../../evil", "--out", str(tmp_path / "o"), *map(str, shots),
-                      env_home=user_home)
+    proc, lines = run_cli("enroll", "--json", "--name", "../../evil", "--out", str(tmp_path / "o"), *map(str, shots),
+                          env_home=user_home)
     assert proc.returncode == 2 and "at least 3 readable images" in proc.stderr
+    assert lines == [{"name": "../../evil", "error": proc.stderr.strip().splitlines()[-1].removeprefix("error: "),
+                      "error_code": "not_enrolled"}]  # scripts reading stdout see why, too
     assert "Traceback" not in proc.stderr
 
 

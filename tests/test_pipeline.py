@@ -83,7 +83,7 @@ def test_enroll_errors(attributor, shots, tmp_path):
         worker.enroll("Unknown", shots[:4])
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    with pytest.raises(ValueError, match=r"at least 3 readable images; got 2 \(1 could not be read\)"):
+    with pytest.raises(ValueError, match=r"at least 3 readable images; got 2 \(1 could not be read: bad.png: not_an_image\)"):
         worker.enroll("x", [*shots[:2], bad])
     assert worker.classes == attributor.classes
 
