@@ -145,7 +145,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             rate = o.false_match_rate_at_score
             rate = "" if rate is None else f"  false-match rate at this score={rate:.4f}"
             print(f"{o.file}  {'MATCH' if o.match else 'no match'}  score={o.score:+.4f}{rate}")
-    return 1 if any(o.error and not (f.walked and o.error_code == "not_an_image") for f, o in zip(files, outputs)) else 0
+    return 1 if any(o.error is not None and not o.skipped for o in outputs) else 0
 
 
 def _warn_skipped(files: list[InputFile], errors: dict[int, str]) -> None:

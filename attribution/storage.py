@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -155,6 +156,21 @@ def zoo_dirs() -> list[Path]:
     return [SHIPPED_ZOO, user_zoo_dir()]
 
 
+def zoo_folders() -> list[tuple[str, Path]]:
+    """Every folder of the zoo dirs as ``(origin, folder)``: ``shipped`` ones first, then ``user`` ones, each
+    sorted by name; hidden folders (swaps in progress, locks) left out."""
+    return [("shipped" if base == SHIPPED_ZOO else "user", folder) for base in zoo_dirs() if base.is_dir()
+            for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))]
+
+
+def is_network(folder: Path) -> bool:
+    """Whether ``folder`` holds a trained feature network (e.g. the residual CNN), not a head or a verifier."""
+    try:
+        return "network" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False
+
+
 def is_path_ref(ref: str) -> bool:
     """Whether ``ref`` names a folder (``local-dir:``, a path separator or a leading ``.``), not a zoo name."""
     return ref.startswith(LOCAL_PREFIX) or os.sep in ref or ref.startswith(".")
@@ -184,8 +200,8 @@ def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> 
         recover(base / name)
         if (base / name / CONFIG_NAME).is_file():
             return base / name
-    available = sorted({p.name for base in zoo_dirs() if base.is_dir() for p in base.iterdir()
-                        if (p / CONFIG_NAME).is_file() and '"network"' not in (p / CONFIG_NAME).read_text()})
+    available = sorted({folder.name for _, folder in zoo_folders()
+                        if (folder / CONFIG_NAME).is_file() and not is_network(folder)})
     raise ZooError(f"no zoo head named {name!r}; available: {available or 'none'}")
 
 

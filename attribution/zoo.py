@@ -12,7 +12,6 @@ listing and publishing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,8 +23,8 @@ from .names import validate_head_name
 from .persistence import backbone_section, read_weights
 from .persistence import read_config as _read_any_config
 from .persistence import validate_config as _validate_any_config
-from .storage import (HUB_PREFIX, LOCAL_PREFIX, SHIPPED_ZOO, ZooError, folder_lock, user_zoo_dir,  # noqa: F401
-                      write_bytes, zoo_dirs)
+from .storage import (HUB_PREFIX, LOCAL_PREFIX, SHIPPED_ZOO, ZooError, folder_lock, is_network,  # noqa: F401
+                      user_zoo_dir, write_bytes, zoo_dirs, zoo_folders)
 from .storage import resolve as _resolve
 from .verification.factory import VERIFIERS, saved_type
 
@@ -143,14 +142,6 @@ def save_hashes(ref: str | os.PathLike, hashes: ExemplarHashes) -> Path:
 
 
 # --------------------------------------------------------------- listing, hub
-def is_network(folder: Path) -> bool:
-    """Whether ``folder`` holds a trained feature network (e.g. the residual CNN) rather than a head."""
-    try:
-        return "network" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
-        return False
-
-
 def list_zoo() -> list[dict[str, Any]]:
     """Every head of the shipped zoo and the user zoo, side by side (saved verifiers are listed by
     :func:`attribution.verification.list_verifiers`).
@@ -161,24 +152,20 @@ def list_zoo() -> list[dict[str, Any]]:
     """
     entries: list[dict[str, Any]] = []
     shipped: set[str] = set()
-    for base in zoo_dirs():
-        if not base.is_dir():
+    for origin, folder in zoo_folders():
+        if is_network(folder) or saved_type(folder) in VERIFIERS:  # verifiers: list_verifiers
             continue
-        origin = "shipped" if base == SHIPPED_ZOO else "user"
-        for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if is_network(folder) or saved_type(folder) in VERIFIERS:  # verifiers: list_verifiers
-                continue
-            entry: dict[str, Any] = {"name": folder.name, "origin": origin, "path": str(folder),
-                                     "shadowed": origin == "user" and folder.name in shipped}
-            try:
-                config = read_config(folder)
-            except ZooError as exc:
-                entries.append({**entry, "error": str(exc)})
-                continue
-            if origin == "shipped":
-                shipped.add(folder.name)
-            entries.append({**entry, "backbone": config["backbone"]["id"], "classes": config["classes"],
-                            "head": config["head"]["type"], "base_head": config.get("base_head")})
+        entry: dict[str, Any] = {"name": folder.name, "origin": origin, "path": str(folder),
+                                 "shadowed": origin == "user" and folder.name in shipped}
+        try:
+            config = read_config(folder)
+        except ZooError as exc:
+            entries.append({**entry, "error": str(exc)})
+            continue
+        if origin == "shipped":
+            shipped.add(folder.name)
+        entries.append({**entry, "backbone": config["backbone"]["id"], "classes": config["classes"],
+                        "head": config["head"]["type"], "base_head": config.get("base_head")})
     return entries
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from ..persistence import read_config, read_weights
-from ..storage import HUB_PREFIX, SHIPPED_ZOO, ZooError, is_path_ref, resolve, zoo_dirs
+from ..persistence import read_config, read_weights, upgrade_config
+from ..storage import HUB_PREFIX, ZooError, is_path_ref, resolve, zoo_folders
 
 if TYPE_CHECKING:
     from .base import Verifier
@@ -40,14 +40,12 @@ def verifier_class(type_name: str) -> type[Verifier]:
 
 
 def _saved_head(folder: Path) -> tuple[str | None, dict[str, Any]]:
-    """The type and parameters saved in ``folder``'s ``config.json`` (either layout); ``(None, {})`` when
-    there are none to read."""
+    """The type and parameters saved in ``folder``'s ``config.json`` (any supported format, see
+    :func:`~attribution.persistence.upgrade_config`); ``(None, {})`` when there are none to read."""
     try:
-        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-        head = config.get("head")
-        type_name, params = (head.get("type"), head.get("params")) if isinstance(head, dict) else (
-            head, config.get("head_params"))
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        head = upgrade_config(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")))["head"]
+        type_name, params = head.get("type"), head.get("params")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError, ZooError):
         return None, {}
     return (type_name if isinstance(type_name, str) else None), (params if isinstance(params, dict) else {})
 
@@ -128,17 +126,13 @@ def list_verifiers() -> list[dict[str, Any]]:
     :func:`load_verifier` takes) and ``model`` (the target it verifies, when its config says).
     """
     entries = []
-    for base in zoo_dirs():
-        if not base.is_dir():
+    for origin, folder in zoo_folders():
+        type_name, params = _saved_head(folder)
+        if type_name not in VERIFIERS:
             continue
-        for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            type_name, params = _saved_head(folder)
-            if type_name not in VERIFIERS:
-                continue
-            scheme = next(s for s, t in SCHEMES.items() if t == type_name)
-            entries.append({"name": folder.name, "origin": "shipped" if base == SHIPPED_ZOO else "user",
-                            "path": str(folder), "type": type_name,
-                            "ref": f"{scheme}:{folder.name}" if scheme == "occ-clip" else folder.name,
-                            "model": params.get("target") or params.get("label")})
+        scheme = next(s for s, t in SCHEMES.items() if t == type_name)
+        entries.append({"name": folder.name, "origin": origin, "path": str(folder), "type": type_name,
+                        "ref": f"{scheme}:{folder.name}" if scheme == "occ-clip" else folder.name,
+                        "model": params.get("target") or params.get("label")})
     return entries
 
