@@ -250,6 +250,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .backbones import create_backbone
+    from .dataset import parse_tiles
+    from .features import FeatureCache
     from .heads import OpenSetHead
     from .training import train_head
     from . import zoo
@@ -258,8 +260,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
     backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
     head = OpenSetHead(n_components=args.n_components, synthetic_probe=True)
+    cache = None if args.no_cache else FeatureCache(zoo.user_zoo_dir().parent / "features")
     result = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, tiles=parse_tiles(args.tile), augment=args.augment, cache=cache,
+                        seed=args.seed)
     for f, e in result.skipped.items():
         print(f"warning: skipped {f}: {e}", file=sys.stderr)
     out = zoo.save_pretrained(args.out, result.head, backbone.config(), hashes=result.hashes,
@@ -269,12 +273,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_forensic(args: argparse.Namespace) -> int:
+    from .dataset import list_samples, parse_tiles
+    from .recipes.crossfit import crossfit_folds, save_ensemble, train_ensemble
     from .recipes.residual_cnn import RecipeCfg, save_network, train_residual_cnn
     from .zoo import user_zoo_dir
 
-    cfg = RecipeCfg(minutes=args.minutes, steps=args.steps, seed=args.seed, exclude=args.exclude or [])
+    tiles = parse_tiles(args.tile)
+    cfg = RecipeCfg(minutes=args.minutes, steps=args.steps, seed=args.seed, exclude=args.exclude or [], tiles=tiles)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     cache = None if args.no_cache else user_zoo_dir().parent / "recipe"
+    if args.folds > 1:
+        together = dict(pair.split("=", 1) for pair in args.together or [])
+        folds = crossfit_folds(list_samples(args.data, tiles), args.folds, together)
+        model, config = train_ensemble(args.data, cfg, folds, device=args.device, cache=cache, log=log)
+        out = save_ensemble(args.out, model, config)
+        print(json.dumps({"saved_to": str(out.resolve()), "members": len(config["members"]),
+                          "held_out": [m["held_out"] for m in config["members"]],
+                          "seconds": round(sum(m["recipe"]["seconds"] for m in config["members"]), 1)}))
+        return 0
     model, config = train_residual_cnn(args.data, cfg, device=args.device, cache=cache, log=log)
     out = save_network(args.out, model, config)
     print(json.dumps({"saved_to": str(out.resolve()), "classes": config["classes"], **config["recipe"]}))
@@ -314,7 +330,7 @@ def _index(args: argparse.Namespace) -> int:
     """``zoo index``: (re)build a head's duplicate index from the data it was trained on; enrolled classes'
     entries are kept."""
     from .duplicates import index_files
-    from .training import list_dataset
+    from .dataset import list_dataset
     from . import zoo
 
     folder = zoo.resolve(args.ref)
@@ -459,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, default=None, help="native-resolution crops per image")
     p.add_argument("--size", type=int, default=None, help="crop size in pixels")
     p.add_argument("--n-components", type=int, default=384)
+    p.add_argument("--tile", nargs="*", default=None, metavar="CLASS=N",
+                   help="cut every file of CLASS into an N x N grid of samples (e.g. flux1_dev=2)")
+    p.add_argument("--augment", type=int, default=2,
+                   help="changed copies of every image also fitted (re-encoded, resized, cropped; default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the changed copies")
+    p.add_argument("--no-cache", action="store_true", help="do not keep features in the user cache folder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("train-forensic", help="train the residual CNN feature source (recipe in its config.json)")
@@ -469,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="make the twins again instead of reading them from the cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude", nargs="*", help="classes or real sources (real/<prefix>) to leave out")
+    p.add_argument("--tile", nargs="*", default=None, metavar="CLASS=N",
+                   help="cut every file of CLASS into an N x N grid of samples (e.g. flux1_dev=2 for 2x2 grids)")
+    p.add_argument("--folds", type=int, default=1,
+                   help="train one network per fold, each without its fold (generators and real sources held out "
+                        "whole), saved as one cross-fitted ensemble; 1: a single network")
+    p.add_argument("--together", nargs="*", default=None, metavar="SOURCE=GENERATOR",
+                   help="hold real source SOURCE out in the fold of GENERATOR (e.g. ffhq=stylegan2_faces)")
     p.add_argument("--device", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_forensic)

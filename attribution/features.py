@@ -33,8 +33,11 @@ _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def backbone_key(backbone: Backbone) -> str:
-    """Hash of everything that changes a backbone's features (id, layers, preprocessing, options)."""
-    return hashlib.sha256(json.dumps(backbone.config(), sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of everything that changes a backbone's features: id, layers, preprocessing, options, and the
+    weights of networks trained here (so a retrained network under the same name is never read from the
+    cache of the old one)."""
+    key = {**backbone.config(), **({"weights": digest} if (digest := backbone.weights_digest()) else {})}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class FeatureCache:

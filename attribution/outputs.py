@@ -46,7 +46,11 @@ class AttributionOutput:
     walking a folder whose bytes are no image (it does not fail a run). ``frames_judged`` lists
     ``{index, label, scores}`` per frame of an animated input (the row's own fields aggregate them);
     ``duplicate_of`` is ``{class, id, match, distance}`` when the image is (nearly) one of the head's
-    training or enrolled images.
+    training or enrolled images; an ``exact`` one decides the label (reason ``exact_known_image``).
+    ``class_match`` is ``{class, score, threshold, false_match_rate_at_score, real_false_match_rate_at_score}``
+    when a generator class's black-box verification score passes its threshold (the class furthest above
+    it): the same test as ``verify --model <class>``. ``disagreement`` names the evidence that pulled
+    both ways when the label is ``uncertain`` for that reason (``{evidence: [...], detail}``).
     """
 
     file: str | None
@@ -67,6 +71,8 @@ class AttributionOutput:
     facts: ImageFacts | None = None
     frames_judged: list[dict[str, Any]] = field(default_factory=list)
     duplicate_of: dict[str, Any] | None = None
+    class_match: dict[str, Any] | None = None
+    disagreement: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
@@ -86,6 +92,10 @@ class AttributionOutput:
             out["frames_judged"] = self.frames_judged
         if self.duplicate_of:
             out["duplicate_of"] = self.duplicate_of
+        if self.class_match:
+            out["class_match"] = self.class_match
+        if self.disagreement:
+            out["disagreement"] = self.disagreement
         return out
 
 
@@ -95,7 +105,9 @@ class VerificationOutput:
 
     ``false_match_rate_at_score`` is the conformal estimate ``(k + 1) / (n + 1)`` of the share of other
     sources' images scoring at least this high (``k`` of the verifier's ``n`` held-out negatives do), so it
-    is never 0; ``skipped`` marks a file found by walking a folder that is no image.
+    is never 0; ``real_false_match_rate_at_score`` the same on real photos alone (black-box: the head's real
+    photos, each source left out, as from a kind of photo the networks never trained on); ``skipped``
+    marks a file found by walking a folder that is no image.
     """
 
     file: str | None
@@ -110,6 +122,7 @@ class VerificationOutput:
     false_match_rate_at_score: float | None = None
     error_code: str | None = None
     skipped: bool = False
+    real_false_match_rate_at_score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
@@ -119,6 +132,8 @@ class VerificationOutput:
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
         if self.false_match_rate_at_score is not None:
             out["false_match_rate_at_score"] = self.false_match_rate_at_score
+        if self.real_false_match_rate_at_score is not None:
+            out["real_false_match_rate_at_score"] = self.real_false_match_rate_at_score
         if self.note:
             out["note"] = self.note
         return out
@@ -128,7 +143,8 @@ class VerificationOutput:
 class EnrollmentOutput:
     """What an enrollment did: the label added, how many images it used, per-file errors (``errors`` maps a
     file to its error text, ``error_codes`` the same files to their stable codes), and how separable the
-    new generator is (see :func:`attribution.enrollment.enrollment_report`)."""
+    new generator is: left-out recall through the full decision, the left-out share that would be called
+    ``real`` or ``uncertain``, the closest known class (see :func:`attribution.enrollment.enrollment_report`)."""
 
     name: str
     n_images: int
@@ -141,12 +157,14 @@ class EnrollmentOutput:
     closest_class_share: float | None = None
     warning: str | None = None
     error_codes: dict[str, str] = field(default_factory=dict)
+    expected_real_or_uncertain: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "n_images": self.n_images, "classes": self.classes, "seconds": self.seconds,
                "errors": self.errors, "error_codes": self.error_codes, "saved_to": self.saved_to,
                "expected_recall": self.expected_recall, "closest_class": self.closest_class,
-               "closest_class_share": self.closest_class_share}
+               "closest_class_share": self.closest_class_share,
+               "expected_real_or_uncertain": self.expected_real_or_uncertain}
         if self.warning:
             out["warning"] = self.warning
         return out

@@ -155,6 +155,15 @@ class PretrainedMixin:
         """The JSON-able constructor arguments (all but :attr:`_unsaved`), stored under ``head.params``."""
         return {name: getattr(self, name) for name in self._param_names() if name not in self._unsaved}
 
+    def set_params(self: T, **params: Any) -> T:
+        """Change constructor arguments (scikit-learn's ``set_params``); raises ``ValueError`` for unknown names."""
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameters {unknown}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

@@ -16,12 +16,13 @@ from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import Extracted, FeatureBatch, FeatureCache, FeatureExtractor, Progress
 from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
 from .heads import OpenSetHead
-from .heads.open_set import REASON_FRAMES
+from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, Decision
 from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
 from .transform import ImageInput, file_name
 from . import zoo
 from .persistence import flat_backbone_config
+from .verification.base import false_match_rate_at
 from .verification.blackbox import BlackBoxVerifier
 
 MIN_ENROLL_IMAGES = 3
@@ -131,7 +132,8 @@ class Attributor:
 
     def _attribute(self, head: OpenSetHead, hashes: ExemplarHashes | None, images: list[ImageInput],
                    results: list[Extracted], nearest: int) -> list[AttributionOutput]:
-        """Outputs for one batch of extracted inputs: every judged frame is one row for the head."""
+        """Outputs for one batch of extracted inputs: every judged frame is one row for the head; an exact
+        known image is named by its class (reason ``exact_known_image``), its scores still reported."""
         outputs = [AttributionOutput(file=file_name(images[r.position]), note=r.note) for r in results]
         for out, r in zip(outputs, results):
             out.error, out.error_code, out.skipped = r.error, r.error_code, r.skipped
@@ -141,6 +143,7 @@ class Attributor:
         X = np.concatenate([r.features for _, r in judged])
         decision = head.decide(X, nearest)
         neighbours = decision.nearest
+        matches = _ClassMatches(head, decision)
         start = 0
         for out, r in judged:
             frames = range(start, start + len(r.features))
@@ -149,7 +152,6 @@ class Attributor:
             agree = len(set(labels)) == 1
             out.label = labels[0] if agree else UNCERTAIN
             out.reason = str(decision.reasons[frames.start]) if agree else REASON_FRAMES
-            out.known = out.label in head.classes_
             out.scores = _scores(head.classes_, decision.proba[frames].mean(axis=0))
             out.unknown_score = round(float(decision.unknown_score[frames].mean()), 6)
             out.threshold = round(float(decision.unknown_threshold), 6)
@@ -157,6 +159,13 @@ class Attributor:
                 out.synthetic_score = round(float(decision.synthetic_score[frames].mean()), 6)
                 out.synthetic_threshold = round(float(decision.synthetic_threshold), 6)
                 out.real_threshold = round(float(decision.real_threshold), 6)
+            out.class_match = matches.row(frames.start)
+            if not agree:
+                out.disagreement = {"evidence": ["frames"], "detail": "judged frames got " + ", ".join(sorted(set(labels)))}
+            elif out.reason == REASON_DISPUTED:
+                out.disagreement = {"evidence": ["class_match", "synthetic_score"],
+                                    "detail": f"{out.class_match['class']} matches, while the synthetic score "
+                                              f"{out.synthetic_score:.3f} is below the real threshold"}
             out.facts = r.facts
             if r.facts.frames > 1:
                 out.frames_judged = [{"index": index, "label": label, "scores": _scores(head.classes_, decision.proba[i])}
@@ -165,6 +174,9 @@ class Attributor:
                 out.nearest = [{"label": c, "id": i, "distance": round(d, 4)} for c, i, d in neighbours[frames.start]]
             if hashes is not None:
                 out.duplicate_of = hashes.match(r.facts, r.phash)
+                if out.duplicate_of and out.duplicate_of["match"] == "exact" and out.duplicate_of["class"] in head.classes_:
+                    out.label, out.reason, out.disagreement = out.duplicate_of["class"], REASON_EXACT, None
+            out.known = out.label in head.classes_
         return outputs
 
     predict = __call__
@@ -184,8 +196,9 @@ class Attributor:
                save_to: str | os.PathLike | None = None) -> EnrollmentOutput:
         """Add generator ``name`` from 3-200 sample images; the backbone and the other classes stay as they are.
 
-        The output reports how separable the new generator is (``expected_recall``, ``closest_class``,
-        ``closest_class_share``, and a ``warning`` when its images look like a known class); the head
+        The output reports how separable the new generator is (``expected_recall``,
+        ``expected_real_or_uncertain``, ``closest_class``, ``closest_class_share``, and a ``warning`` when its
+        images look like a known class or too many would not be flagged); the head
         records them in ``config["enrolled"]`` with its ``base_head``.
 
         With ``save_to``, the head saved there is re-read, extended and written back under its lock, so
@@ -221,7 +234,8 @@ class Attributor:
             info = {"n_images": len(batch.index), "display_name": name.strip(),
                     "enrolled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "expected_recall": report.expected_recall, "closest_class": report.closest_class,
-                    "closest_class_share": report.closest_class_share}
+                    "closest_class_share": report.closest_class_share,
+                    "expected_real_or_uncertain": report.expected_real_or_uncertain}
             config = {**enrolled_config(current.config, current.name, label, info), "classes": list(head.classes_)}
             return current.with_class(head, config, entries, thumbnails)
 
@@ -229,7 +243,8 @@ class Attributor:
         return EnrollmentOutput(label, len(batch.index), self.classes, round(time.perf_counter() - start, 3), errors,
                                 saved_to=saved, expected_recall=report.expected_recall,
                                 closest_class=report.closest_class, closest_class_share=report.closest_class_share,
-                                warning=report.warning, error_codes=error_codes)
+                                warning=report.warning, error_codes=error_codes,
+                                expected_real_or_uncertain=report.expected_real_or_uncertain)
 
     def remove(self, name: str, save_to: str | os.PathLike | None = None) -> None:
         """Remove a generator (enrolled or trained; a head keeps at least two classes); with ``save_to``, from
@@ -264,4 +279,30 @@ class Attributor:
 
 def _scores(classes: Sequence[str], proba: np.ndarray) -> dict[str, float]:
     return {c: round(float(p), 6) for c, p in zip(classes, proba)}
+
+
+class _ClassMatches:
+    """The ``class_match`` of each row of a decision: the matched class furthest above its threshold, with the
+    false-match rates at its score on the head's verification negatives and on real photos alone (each class's
+    negatives read once per batch)."""
+
+    def __init__(self, head: OpenSetHead, decision: Decision) -> None:
+        self.head, self.decision = head, decision
+        self._negatives: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def row(self, i: int) -> dict[str, Any] | None:
+        d = self.decision
+        if d.match_margin is None or d.match_margin[i] < 0:
+            return None
+        label = str(d.match_class[i])
+        if label not in self._negatives:
+            self._negatives[label] = (self.head.verification_negatives(label), self.head.real_negatives(label))
+        others, real = self._negatives[label]
+        score = np.asarray([d.match_score[i]])
+        out = {"class": label, "score": round(float(d.match_score[i]), 6),
+               "threshold": round(float(d.match_threshold[i]), 6),
+               "false_match_rate_at_score": round(float(false_match_rate_at(others, score)[0]), 6)}
+        if len(real):
+            out["real_false_match_rate_at_score"] = round(float(false_match_rate_at(real, score)[0]), 6)
+        return out
 

@@ -1,7 +1,7 @@
 """The operator's head, shared read-only by every visitor, and the operations the tabs and the API share.
 
 Each request works on a *view*: a fresh ``Attributor`` over the operator's backbone and feature cache
-whose head is the operator's head plus that visitor's enrollments (:func:`attribution.enrollment.apply_deltas`).
+whose head is the operator's head plus that visitor's enrollments (:meth:`attribution.heads.OpenSetHead.with_deltas`).
 Nothing a visitor does changes the operator's head; only an admin action (token required) can
 replace it or write a head to the zoo.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from attribution import Attributor, ZooError, normalize_label, zoo
 from attribution.constants import DEFAULT_ZOO_NAME
-from attribution.enrollment import apply_deltas, enrolled_config, head_fingerprint
+from attribution.enrollment import enrolled_config, head_fingerprint
 from attribution.heads.base import NotFittedError
 from attribution.pipeline import MIN_ENROLL_IMAGES
 from attribution.provenance import ProvenanceReader
@@ -85,7 +85,7 @@ class ModelHost:
         """A fresh Attributor: the served head plus the enrollments of ``state`` that were made for it."""
         base, fingerprint = self.served()
         active = state.active(fingerprint)
-        head = apply_deltas(base.head, [e.delta for e in active]) if active else base.head
+        head = base.head.with_deltas([e.delta for e in active]) if active else base.head
         config = base.config
         for e in active:
             config = enrolled_config(config, base.name, e.label, e.info())

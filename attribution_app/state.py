@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from attribution import normalize_label
-from attribution.enrollment import ClassDelta, class_delta
-from attribution.heads import OpenSetHead
+from attribution.heads import ClassDelta, OpenSetHead
 
 from .settings import MAX_ENROLL_IMAGES, SECRET_ENV
 
@@ -82,6 +81,7 @@ class Enrollment:
     expected_recall: float
     closest_class: str
     closest_class_share: float
+    expected_real_or_uncertain: float | None = None  # enrollments stored before it was measured have none
 
     @property
     def label(self) -> str:
@@ -91,16 +91,19 @@ class Enrollment:
     def from_head(cls, head: OpenSetHead, label: str, info: dict[str, Any]) -> "Enrollment":
         """Cut ``label`` out of an enrolled head. Its exemplar rows are kept at half precision, as stored, so
         the session and a reload build the very same head."""
-        delta = class_delta(head, label)
+        delta = head.class_delta(label)
         delta = replace(delta, bank=delta.bank.astype(np.float16).astype(np.float64))
+        unflagged = info.get("expected_real_or_uncertain")
         return cls(delta, str(info["display_name"]), int(info["n_images"]), str(info["enrolled_at"]),
-                   float(info["expected_recall"]), str(info["closest_class"]), float(info["closest_class_share"]))
+                   float(info["expected_recall"]), str(info["closest_class"]), float(info["closest_class_share"]),
+                   None if unflagged is None else float(unflagged))
 
     def info(self) -> dict[str, Any]:
         """The ``config["enrolled"]`` entry of this class."""
         return {"display_name": self.display_name, "n_images": self.n_images, "enrolled_at": self.enrolled_at,
                 "expected_recall": self.expected_recall, "closest_class": self.closest_class,
-                "closest_class_share": self.closest_class_share}
+                "closest_class_share": self.closest_class_share,
+                "expected_real_or_uncertain": self.expected_real_or_uncertain}
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,11 @@ def _enrollment(item: Any, dim: int) -> Enrollment:
     enrolled_at = _text(item.get("enrolled_at"), "date", 20)
     if not _TIMESTAMP.match(enrolled_at):
         raise StateError("stored enrollments hold an invalid date")
+    unflagged = item.get("expected_real_or_uncertain")
     return Enrollment(delta, _text(item.get("display_name"), "display name", 100), n_images, enrolled_at,
                       _number(item.get("expected_recall"), "recall", 0, 1), closest,
-                      _number(item.get("closest_class_share"), "share", 0, 1))
+                      _number(item.get("closest_class_share"), "share", 0, 1),
+                      None if unflagged is None else _number(unflagged, "share", 0, 1))
 
 
 def _foreign_dim(items: list[Any]) -> int:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attribution.backbones.residual_cnn import load_network  # noqa: E402
 from attribution.constants import IMAGE_EXTENSIONS, REAL  # noqa: E402
 from attribution.recipes.residual_cnn import RecipeCfg, load_dataset, train_residual_cnn  # noqa: E402
-from attribution.training import real_source  # noqa: E402
+from attribution.dataset import real_source  # noqa: E402
 from attribution.transform import load_image  # noqa: E402
 from folds import CACHE, DEFAULT_DATA, fold_network, make_folds  # noqa: E402
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attribution.enrollment import (WARN_PROBA, WARN_SHARE, apply_deltas, class_delta, enrollment_report,
+from attribution.enrollment import (WARN_PROBA, WARN_SHARE, enrollment_report,
                                     head_fingerprint)
 from attribution.heads import OpenSetHead
 from attribution.verification import BlackBoxVerifier, false_match_rate_at
@@ -22,8 +22,8 @@ def split():
 def test_deltas_rebuild_the_enrolled_head(split):
     base, X, y, Xt, _ = split
     enrolled = base.clone().enroll(X[y == "g4"][:6], "g4").enroll(X[y == "g5"][:5], "g5")
-    deltas = [class_delta(enrolled, "g4"), class_delta(enrolled, "g5")]
-    rebuilt = apply_deltas(base, deltas)
+    deltas = [enrolled.class_delta("g4"), enrolled.class_delta("g5")]
+    rebuilt = base.with_deltas(deltas)
     assert rebuilt.classes_ == enrolled.classes_ and rebuilt.enrolled_ == ["g4", "g5"]
     for name, value in enrolled.state_dict().items():
         assert np.array_equal(rebuilt.state_dict()[name], value), name
@@ -32,21 +32,21 @@ def test_deltas_rebuild_the_enrolled_head(split):
                           BlackBoxVerifier(enrolled, "g5").decision_function(Xt))
     assert base.classes_ == ["g0", "g1", "g2", "g3"]  # the base head is never changed
     # dropping the first delta is the same head as removing its class
-    assert np.array_equal(apply_deltas(base, deltas[1:]).predict_proba(Xt),
+    assert np.array_equal(base.with_deltas(deltas[1:]).predict_proba(Xt),
                           enrolled.clone().remove("g4").predict_proba(Xt))
 
 
 def test_deltas_that_do_not_fit_are_refused(split):
     base, X, y, _, _ = split
-    delta = class_delta(base.clone().enroll(X[y == "g4"][:6], "g4"), "g4")
+    delta = base.clone().enroll(X[y == "g4"][:6], "g4").class_delta("g4")
     with pytest.raises(ValueError, match="already known"):
-        apply_deltas(base, [delta, delta])
+        base.with_deltas([delta, delta])
     bad_dim = type(delta)(delta.label, delta.mean[:-1], delta.count, delta.bias, delta.verify_offset, delta.bank)
     with pytest.raises(ValueError, match="does not fit"):
-        apply_deltas(base, [bad_dim])
+        base.with_deltas([bad_dim])
     nan = type(delta)(delta.label, delta.mean, delta.count, float("nan"), delta.verify_offset, delta.bank)
     with pytest.raises(ValueError, match="invalid values"):
-        apply_deltas(base, [nan])
+        base.with_deltas([nan])
 
 
 def test_fingerprint_changes_with_the_head(split):

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from attribution.enrollment import apply_deltas, enrollment_report, head_fingerprint
+from attribution.enrollment import enrollment_report, head_fingerprint
 from attribution.heads import OpenSetHead
 from attribution_app import state as st
 from test_heads import DIM, make_classes
@@ -22,7 +22,7 @@ def setup():
 
 
 def enroll(base, state, fingerprint, X, label):
-    head = apply_deltas(base, [e.delta for e in state.active(fingerprint)]).enroll(X, label)
+    head = base.with_deltas([e.delta for e in state.active(fingerprint)]).enroll(X, label)
     r = enrollment_report(base, X, label)
     info = {"display_name": label.upper(), "n_images": len(X), "enrolled_at": "2025-01-02T03:04:05Z",
             "expected_recall": r.expected_recall, "closest_class": r.closest_class,
@@ -44,8 +44,8 @@ def test_round_trip_rebuilds_the_same_head(setup, visitor):
     assert set(stored) == {"data", "sig"} and len(json.dumps(stored)) < 60_000  # small: deltas, not heads
     back = st.decode(json.loads(json.dumps(stored)), fp, DIM)
     assert back.labels == ["g3", "g4"] and back.notice is None
-    same = apply_deltas(base, [e.delta for e in back.enrollments])
-    live = apply_deltas(base, [e.delta for e in visitor.enrollments])
+    same = base.with_deltas([e.delta for e in back.enrollments])
+    live = base.with_deltas([e.delta for e in visitor.enrollments])
     for name, value in live.state_dict().items():
         assert np.array_equal(same.state_dict()[name], value), name
     assert back.enrollments[1].info() == visitor.enrollments[1].info()

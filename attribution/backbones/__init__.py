@@ -5,6 +5,7 @@ Ids:
 - ``<open_clip model>:<pretrained tag or checkpoint path>`` — e.g. ``ViT-B-32:openai``.
 - ``hf-hub:org/repo`` and ``local-dir:/path`` — open_clip's own schema prefixes.
 - ``residual_spectra`` — weight-free noise-residual power spectra.
+- ``forensic_ensemble:<ensemble>`` — the recipe's cross-fitted networks, averaged (``member=k``: one, out of fold).
 - ``residual_cnn:<network>`` — the residual CNN trained here (a zoo name, folder or ``hf-hub:`` id);
   ``efficientnet_late:<network>`` the same for the fine-tuned EfficientNet alternative.
 - ``<id>+<id>+...`` — the concatenation of those backbones (layers ``<part id>/<layer>``).
@@ -53,6 +54,11 @@ def create_backbone(backbone_id: str = DEFAULT_BACKBONE, layers: Sequence[str] |
     name, _, tag = backbone_id.partition(":")
     if name == "residual_spectra":
         return SpectraBackbone(layers, preprocess_cfg, device)
+    if name == "forensic_ensemble":
+        from .ensemble import EnsembleBackbone
+
+        return EnsembleBackbone(backbone_id, layers, preprocess_cfg, device=device,
+                                **{k: v for k, v in options.items() if k in ("window", "member")})
     if name in ("residual_cnn", "efficientnet_late"):
         return ResidualCNNBackbone(backbone_id, layers, preprocess_cfg, device=device,
                                    **{k: v for k, v in options.items() if k == "window"})

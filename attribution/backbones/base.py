@@ -78,5 +78,10 @@ class Backbone(ABC):
         """Backbone-specific options that change the features (e.g. pooling)."""
         return {}
 
+    def weights_digest(self) -> str:
+        """Hash of trained weights that the id alone does not pin (a network trained here); ``""`` when the id
+        does (ImageNet or CLIP weights, weight-free features)."""
+        return ""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id!r}, layers={list(self.layers)}, device={self.device})"

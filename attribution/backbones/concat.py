@@ -57,5 +57,8 @@ class ConcatBackbone(Backbone):
     def extra_config(self) -> dict[str, Any]:
         return {"parts": [{"backbone": part.id, **part.extra_config()} for part in self.parts]}
 
+    def weights_digest(self) -> str:
+        return "+".join(part.weights_digest() for part in self.parts).strip("+")
+
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [f for part in self.parts for f in part._forward_layers(x.to(part.dtype))]

@@ -85,10 +85,12 @@ def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dic
     """A network trained by the recipe (eval mode) and its config from a zoo name, folder or ``hf-hub:`` id:
     a :class:`ResidualCNN` for family ``residual_cnn``, a
     :class:`~attribution.backbones.late_efficientnet.LateEfficientNet` for ``efficientnet_late``.
-    Only ``config.json`` and ``model.safetensors`` are read. Raises ``ZooError`` if they do not fit."""
+    Only ``config.json`` and ``model.safetensors`` are read; the config gets ``weights_sha256``, the hash of the
+    weights file. Raises ``ZooError`` if they do not fit."""
+    import hashlib
     import json
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from ..constants import CONFIG_NAME, WEIGHTS_NAME
     from ..storage import ZooError, resolve
@@ -104,7 +106,9 @@ def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dic
             from .late_efficientnet import LateEfficientNet
 
             model = LateEfficientNet(len(config["classes"]))
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        data = (folder / WEIGHTS_NAME).read_bytes()
+        model.load_state_dict(load(data))
+        config["weights_sha256"] = hashlib.sha256(data).hexdigest()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ZooError(f"unreadable residual CNN at {folder}: {exc}") from None
     return model.eval(), config
@@ -137,6 +141,9 @@ class ResidualCNNBackbone(Backbone):
 
     def extra_config(self) -> dict[str, Any]:
         return {"window": self.window}
+
+    def weights_digest(self) -> str:
+        return self.network_config["weights_sha256"]
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         pixels = unnormalize(x, self.preprocess_cfg)

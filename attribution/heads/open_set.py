@@ -1,10 +1,16 @@
 """Open-set attribution head: Gaussian classes with a shared, shrunk covariance (LDA family).
 
 Why this model: the shared within-class covariance is learnt once from the training classes; a class
-is then just a mean in the whitened space. Few-shot enrollment adds a mean (seconds, no refit, old
-classes untouched), class imbalance is neutralised by equal priors and by the posterior-predictive
-correction for classes estimated from few samples, and the same distances give the open-set
-(``unknown``) score and a one-class verification score per generator.
+is then just a mean in the whitened space (:mod:`.geometry`). Few-shot enrollment adds a mean
+(seconds, no refit, old classes untouched), class imbalance is neutralised by equal priors and by the
+posterior-predictive correction for classes estimated from few samples, and the same distances give
+the open-set (``unknown``) score and a one-class verification score per generator.
+
+With a synthetic probe (:mod:`.synthetic`) the decision asks two questions: is the image synthetic,
+and if so, which generator. A generator class whose verification score passes its threshold answers
+the first question by itself (a *class match*), so an enrolled generator is attributed even where the
+probe, which never saw it, is unsure; the thresholds are set so that all classes together pull in at
+most ``match_real_rate`` of real photos from sources the head never saw.
 """
 from __future__ import annotations
 
@@ -12,93 +18,32 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.special import logsumexp
-from sklearn.covariance import ledoit_wolf
 from sklearn.model_selection import StratifiedKFold
 
 from ..constants import REAL, UNCERTAIN, UNKNOWN
 from .base import BaseHead, NotFittedError
 from .card import model_card
+from .decision import (REASON_CLOSED_FAR, REASON_CLOSED_KNOWN, REASON_CLOSED_UNKNOWN, REASON_DISPUTED, REASON_FAR,
+                       REASON_KNOWN, REASON_MATCH, REASON_REAL, REASON_UNCERTAIN, REASON_UNKNOWN, Decision)
+from .geometry import (class_likelihoods, fit_geometry, fit_temperature, log_odds, predictive_log_likelihood,
+                       softmax)
 from .synthetic import fit_probe, held_out_probe_scores, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
 
-# Why each label was given (``Decision.reasons``, the JSON's ``reason``).
-REASON_REAL = "no_synthetic_evidence"        # synthetic score below the real threshold
-REASON_UNCERTAIN = "between_thresholds"      # synthetic score between the real and synthetic thresholds
-REASON_KNOWN = "synthetic_known_generator"   # synthetic, and a known generator explains it
-REASON_UNKNOWN = "synthetic_unknown_generator"  # synthetic, and no known generator explains it
-REASON_FAR = "synthetic_far_from_known"      # synthetic, and farther from every class than the guard allows
-REASON_CLOSED_KNOWN = "known_class"          # heads without a synthetic probe: a class explains it
-REASON_CLOSED_UNKNOWN = "unknown_score_above_threshold"
-REASON_CLOSED_FAR = "far_from_known"
-REASON_FRAMES = "frames_disagree"            # an animated image whose judged frames got different labels
-REASON_TEXT = {
-    REASON_REAL: "no synthetic traces found: the synthetic score is below the real threshold",
-    REASON_UNCERTAIN: "cannot tell: the synthetic score lies between the real and the synthetic thresholds",
-    REASON_KNOWN: "synthetic, and a known generator explains it",
-    REASON_UNKNOWN: "synthetic, but no known generator explains it (unknown score above its threshold)",
-    REASON_FAR: "synthetic, and farther from every known generator than any of their images",
-    REASON_CLOSED_KNOWN: "a known class explains it",
-    REASON_CLOSED_UNKNOWN: "no known class explains it (unknown score above its threshold)",
-    REASON_CLOSED_FAR: "farther from every known class than any of their images",
-    REASON_FRAMES: "the judged frames of this animated image do not agree",
-}
 
+@dataclass(frozen=True)
+class ClassDelta:
+    """One enrolled class as the rows it adds to a head (whitened space of that head): what a visitor's
+    enrollment is stored as, apart from the head it extends (:meth:`OpenSetHead.class_delta`,
+    :meth:`OpenSetHead.with_deltas`)."""
 
-@dataclass
-class Decision:
-    """Everything :meth:`OpenSetHead.decide` says about a batch (``n`` rows).
-
-    ``labels`` (n,) class names, ``unknown`` or ``uncertain``; ``proba`` (n, n_classes) class
-    probabilities (with a synthetic probe: ``P(real) = 1 - synthetic_score`` and each generator
-    ``synthetic_score x P(generator | synthetic)``); ``unknown_score`` (n,) in 0-1, higher = less like any
-    known generator, against ``unknown_threshold``; ``synthetic_score`` (n,) in 0-1 or ``None`` for heads
-    without a probe, against ``real_threshold`` / ``synthetic_threshold``; ``reasons`` (n,) the rule
-    that decided each label (the ``REASON_*`` constants); ``nearest`` the closest exemplars of each row as
-    ``(class, id, distance)`` when asked for. Thresholds are in the JSON's direction (higher = worse):
-    ``unknown_threshold`` is ``-offset_``.
-    """
-
-    labels: np.ndarray
-    proba: np.ndarray
-    unknown_score: np.ndarray
-    unknown_threshold: float
-    synthetic_score: np.ndarray | None
-    real_threshold: float | None
-    synthetic_threshold: float | None
-    reasons: np.ndarray
-    nearest: list[list[tuple[str, str, float]]] | None = None
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _predictive_log_likelihood(sq_distance: np.ndarray, counts: np.ndarray, dim: int) -> np.ndarray:
-    """Gaussian log-likelihood (up to a constant) of a squared whitened distance to a class mean estimated
-    from ``counts`` samples: the posterior predictive inflates the unit covariance by ``1 + 1/count``."""
-    inflation = 1.0 + 1.0 / counts
-    return -0.5 * sq_distance / inflation - 0.5 * dim * np.log(inflation)
-
-
-def _fit_temperature(decisions: np.ndarray, y: np.ndarray) -> float:
-    """Temperature minimising the negative log-likelihood of ``softmax(decisions / T)`` (golden search on log T)."""
-    def nll(log_t: float) -> float:
-        p = _softmax(decisions / np.exp(log_t))
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
-
-    lo, hi = -3.0, 8.0
-    g = (np.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        if nll(a) < nll(b):
-            hi = b
-        else:
-            lo = a
-    return float(np.exp((lo + hi) / 2))
+    label: str
+    mean: np.ndarray  # (n_components,)
+    count: float
+    bias: float
+    verify_offset: float
+    bank: np.ndarray  # (n_exemplars, n_components)
 
 
 class OpenSetHead(BaseHead):
@@ -117,7 +62,7 @@ class OpenSetHead(BaseHead):
     accept_rate : float
         Share of held-out known-class images the ``unknown`` threshold must accept (out-of-fold).
     false_match_rate : float
-        Per-class verification threshold: share of other-class images allowed to match.
+        Per-class verification threshold: at most this share of other-class images may match.
     enroll_false_rate : float
         An enrolled class gets the bias (log prior) under which this share of the exemplar bank's
         other-class images (each scored with itself left out of its class mean) would be attributed
@@ -133,12 +78,19 @@ class OpenSetHead(BaseHead):
         generators); ``False``: the single-question decision of earlier heads.
     synthetic_columns : (int, int) or None
         Feature columns ``[start, stop)`` the probe reads; ``None``: all of them.
+    geometry_columns : (int, int) or None
+        Feature columns ``[start, stop)`` the class geometry reads; ``None``: all of them (a feature
+        source whose training images differ from new ones, such as out-of-fold network outputs, is
+        left to the probe).
     probe_c : float
         Inverse regularisation of the probe's logistic regression.
     real_false_rate : float
-        Share of held-out kinds of real photo the synthetic threshold lets pass as synthetic.
+        Share of held-out kinds of real photo called synthetic, by the probe and class matches together.
     synthetic_miss_rate : float
         Share of held-out generators' images the real threshold lets pass as real.
+    match_real_rate : float
+        Share of held-out real photos that class matches may call synthetic: half of it for the training
+        classes together, the rest for enrolled classes (each takes what the earlier ones left).
 
     Examples
     --------
@@ -150,15 +102,17 @@ class OpenSetHead(BaseHead):
     """
 
     _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "class_bias_", "verify_offsets_",
-                    "bank_", "bank_labels_", "probe_mean_", "probe_scale_", "probe_coef_")
+                    "bank_", "bank_labels_", "probe_mean_", "probe_scale_", "probe_coef_", "real_bank_")
     _meta_attrs = ("classes_", "enrolled_", "offset_", "distance_offset_", "temperature_", "bank_ids_",
-                   "probe_intercept_", "real_offset_", "synthetic_offset_")
+                   "probe_intercept_", "real_offset_", "synthetic_offset_", "real_sources_")
 
     def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
                  accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.01,
                  bank_size: int = 64, n_folds: int = 5, random_state: int = 0,
-                 synthetic_probe: bool = False, synthetic_columns: Sequence[int] | None = None, probe_c: float = 0.1,
-                 real_false_rate: float = 0.05, synthetic_miss_rate: float = 0.05) -> None:
+                 synthetic_probe: bool = False, synthetic_columns: Sequence[int] | None = None,
+                 geometry_columns: Sequence[int] | None = None, probe_c: float = 0.1,
+                 real_false_rate: float = 0.02, synthetic_miss_rate: float = 0.10,
+                 match_real_rate: float = 0.01) -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
         self.unknown_temperature = unknown_temperature
@@ -170,9 +124,11 @@ class OpenSetHead(BaseHead):
         self.random_state = random_state
         self.synthetic_probe = synthetic_probe
         self.synthetic_columns = list(synthetic_columns) if synthetic_columns is not None else None
+        self.geometry_columns = list(geometry_columns) if geometry_columns is not None else None
         self.probe_c = probe_c
         self.real_false_rate = real_false_rate
         self.synthetic_miss_rate = synthetic_miss_rate
+        self.match_real_rate = match_real_rate
 
     # ----------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
@@ -181,8 +137,9 @@ class OpenSetHead(BaseHead):
 
         ``X`` is ``(n_samples, n_features)``; ``y`` the class names; ``ids`` optional names of the
         samples (file names) kept with the exemplar bank; ``groups`` the source of each real photo
-        (e.g. the collection it comes from), for the probe's leave-one-source-out calibration (default:
-        five random groups, which is optimistic). Raises ``ValueError`` for malformed input.
+        (e.g. the collection it comes from), for the leave-one-source-out calibration of the probe and
+        of the class matches (default: five random groups, which is optimistic). Raises ``ValueError``
+        for malformed input.
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=str)
@@ -195,18 +152,29 @@ class OpenSetHead(BaseHead):
             raise ValueError(f"every class needs at least 2 samples; {classes[counts.argmin()]!r} has {counts.min()}")
         self.classes_ = [str(c) for c in classes]
         self.enrolled_: list[str] = []
-        self._fit_probe(X, y, groups)
-        self._fit_geometry(X, codes)
+        groups = np.asarray(groups if groups is not None else [""] * len(y), dtype=str)
+        if len(np.unique(groups[y == REAL])) < 2:  # no sources known: random groups, an optimistic calibration
+            groups = np.random.default_rng(self.random_state).integers(0, 5, len(y)).astype(str)
+        geometry = fit_geometry(X[:, self._geometry_columns], codes, self.n_components, self.shrinkage)
+        self.mean_, self.projection_ = geometry.mean, geometry.projection
+        self.class_means_, self.class_counts_ = geometry.class_means, geometry.class_counts
+        self.class_bias_ = np.zeros(len(self.classes_))
         self._calibrate(X, codes)
         ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
         keep = self._sample_bank(codes)
         self.bank_, self.bank_labels_ = self.transform(X[keep]), codes[keep].astype(np.int64)
         self.bank_ids_ = [str(i) for i in ids[keep]]
+        is_real = y == REAL
+        self.real_bank_ = self.transform(X[is_real]) if self.synthetic_probe else np.zeros((0, self.projection_.shape[1]))
+        self.real_sources_ = [str(g) for g in groups[is_real]] if self.synthetic_probe else []
+        self._fit_probe(X, y, groups)
         return self
 
-    def _fit_probe(self, X: np.ndarray, y: np.ndarray, groups: Sequence[str] | None) -> None:
-        """The synthetic probe, with thresholds from leave-one-generator-out / leave-one-real-group-out
-        scores (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
+    def _fit_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        """The synthetic probe, the class-match thresholds of the generators (their union over held-out
+        real sources within half of ``match_real_rate``), and the probe's thresholds from
+        leave-one-generator-out / leave-one-real-source-out scores, class matches counted in the
+        real-photo budget (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
         self.probe_mean_ = self.probe_scale_ = self.probe_coef_ = np.zeros(0)
         self.probe_intercept_ = self.real_offset_ = self.synthetic_offset_ = None
         if not self.synthetic_probe:
@@ -214,19 +182,21 @@ class OpenSetHead(BaseHead):
         if REAL not in self.classes_ or len(self.classes_) < 3:
             raise ValueError("a synthetic probe needs real photos and at least two generators")
         Xs = X[:, self._probe_columns]
-        groups = np.asarray(groups if groups is not None else [""] * len(y), dtype=str)
-        if len(np.unique(groups[y == REAL])) < 2:  # no sources known: random groups, an optimistic calibration
-            groups = np.random.default_rng(self.random_state).integers(0, 5, len(y)).astype(str)
-        real_scores, synthetic_scores = held_out_probe_scores(Xs, y, groups, self.probe_c)
+        held_out = held_out_probe_scores(Xs, y, groups, self.probe_c)
         self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit_probe(Xs, y, self.probe_c)
-        self.calibrate_synthetic(real_scores, synthetic_scores)
+        generators = np.flatnonzero(self._generator_columns())
+        self.verify_offsets_ = self.verify_offsets_.copy()
+        self.verify_offsets_[generators] = self._match_thresholds(generators, self.match_real_rate / 2)
+        is_real = y == REAL
+        self.calibrate_synthetic(held_out[is_real], held_out[~is_real], self._real_matched())
 
-    def calibrate_synthetic(self, real_scores: np.ndarray, synthetic_scores: np.ndarray) -> "OpenSetHead":
+    def calibrate_synthetic(self, real_scores: np.ndarray, synthetic_scores: np.ndarray,
+                            real_matched: np.ndarray | None = None) -> "OpenSetHead":
         """Set ``real_offset_`` and ``synthetic_offset_`` from synthetic scores (0-1) of real photos and of
-        generators' images that the probe (and everything under it) never saw, at ``real_false_rate`` and
-        ``synthetic_miss_rate``."""
+        generators' images that the probe (and everything under it) never saw, at ``real_false_rate``
+        (real photos that ``real_matched`` marks as class matches count in it) and ``synthetic_miss_rate``."""
         t = thresholds_from_scores(np.asarray(real_scores), np.asarray(synthetic_scores), self.real_false_rate,
-                                   self.synthetic_miss_rate)
+                                   self.synthetic_miss_rate, real_matched)
         self.real_offset_, self.synthetic_offset_ = t.real_offset, t.synthetic_offset
         return self
 
@@ -235,9 +205,19 @@ class OpenSetHead(BaseHead):
         return slice(*self.synthetic_columns) if self.synthetic_columns is not None else slice(None)
 
     @property
+    def _geometry_columns(self) -> slice:
+        return slice(*self.geometry_columns) if self.geometry_columns is not None else slice(None)
+
+    @property
     def has_probe(self) -> bool:
         """Whether the two-question decision (synthetic probe) is in use."""
         return getattr(self, "probe_intercept_", None) is not None
+
+    @property
+    def matches_decide(self) -> bool:
+        """Whether class matches answer "is it synthetic?": heads with a probe whose match thresholds were
+        calibrated on held-out real photos (heads saved before decide as they did)."""
+        return self.has_probe and len(self.real_bank_) > 0
 
     def synthetic_score(self, X: np.ndarray) -> np.ndarray:
         """Probability that each image is synthetic, ``(n_samples,)`` in 0-1 (the probe; needs one)."""
@@ -247,27 +227,6 @@ class OpenSetHead(BaseHead):
         return probe_scores(X[:, self._probe_columns], self.probe_mean_, self.probe_scale_,
                             self.probe_coef_, self.probe_intercept_)
 
-    def _fit_geometry(self, X: np.ndarray, codes: np.ndarray) -> None:
-        self.mean_ = X.mean(axis=0)
-        centred = X - self.mean_
-        k = int(min(self.n_components, X.shape[1], len(X) - len(np.unique(codes))))
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        pcs = vt[:k].T
-        P = centred @ pcs
-        n_classes = int(codes.max()) + 1
-        means = np.stack([P[codes == c].mean(axis=0) for c in range(n_classes)])
-        within = P - means[codes]
-        if self.shrinkage is None:
-            cov, _ = ledoit_wolf(within, assume_centered=True)
-        else:
-            sample = within.T @ within / max(len(within) - n_classes, 1)
-            cov = (1 - self.shrinkage) * sample + self.shrinkage * np.trace(sample) / k * np.eye(k)
-        whiten = np.linalg.inv(np.linalg.cholesky(cov)).T  # z = p @ whiten has identity within-class covariance
-        self.projection_ = pcs @ whiten
-        self.class_means_ = means @ whiten
-        self.class_counts_ = np.bincount(codes, minlength=n_classes).astype(np.float64)
-        self.class_bias_ = np.zeros(n_classes)
-
     def _calibrate(self, X: np.ndarray, codes: np.ndarray) -> None:
         """Out-of-fold scores of the training data set the temperature and the thresholds (with a probe,
         the unknown threshold and the distance guard are set on generator images only: they answer the
@@ -275,19 +234,18 @@ class OpenSetHead(BaseHead):
         n_folds = int(min(self.n_folds, np.bincount(codes).min()))
         folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.random_state)
         decisions = np.zeros((len(X), len(self.classes_)))
+        Xg = X[:, self._geometry_columns]
         for train, held_out in folds.split(X, codes):
-            fold = OpenSetHead(self.n_components, shrinkage=self.shrinkage)
-            fold.classes_, fold.enrolled_ = self.classes_, []
-            fold._fit_geometry(X[train], codes[train])
-            decisions[held_out] = fold.decision_function(X[held_out])
-        self.temperature_ = _fit_temperature(decisions, codes)
-        rows = self._generator_columns()[codes] if self.has_probe else np.ones(len(codes), bool)
+            fold = fit_geometry(Xg[train], codes[train], self.n_components, self.shrinkage)
+            decisions[held_out] = fold.likelihoods(fold.transform(Xg[held_out]))
+        self.temperature_ = fit_temperature(decisions, codes)
+        rows = self._generator_columns()[codes] if self.synthetic_probe else np.ones(len(codes), bool)
         self.offset_ = -float(np.quantile(self._unknown_from_decisions(decisions[rows], self.classes_),
                                           self.accept_rate))
         self.distance_offset_ = -float(np.quantile(self._distance_from_likelihoods(decisions[rows]),
                                                    DISTANCE_ACCEPT_RATE))
-        log_odds = self._log_odds(decisions)
-        self.verify_offsets_ = np.array([self._verify_offset(log_odds[codes != c, c])
+        scores = self._log_odds(decisions)
+        self.verify_offsets_ = np.array([self._verify_offset(scores[codes != c, c])
                                          for c in range(len(self.classes_))])
 
     def _generator_columns(self, classes: Sequence[str] | None = None) -> np.ndarray:
@@ -304,9 +262,72 @@ class OpenSetHead(BaseHead):
                                for c in np.unique(codes)])
         return np.sort(keep)
 
+    # ----------------------------------------------------------- class matches
+    def _real_bank_decisions(self) -> np.ndarray:
+        """Decisions for the real photos the head was fitted on, each with its source left out of the real
+        class mean (one photo left out when the sources are unknown), ``(n_real, n_classes)``: how real
+        photos of a source the head never saw score."""
+        decisions = self._decisions(self.real_bank_)
+        if not len(decisions):
+            return decisions
+        code = self.classes_.index(REAL)
+        n, mean = self.class_counts_[code], self.class_means_[code]
+        sources = np.asarray(self.real_sources_)
+        keys = sources if len(np.unique(sources)) > 1 else np.arange(len(sources)).astype(str)
+        for key in np.unique(keys):
+            rows = keys == key
+            left = n - rows.sum()
+            if left < 1:
+                continue
+            loo_mean = (n * mean - self.real_bank_[rows].sum(axis=0)) / left
+            d = ((self.real_bank_[rows] - loo_mean) ** 2).sum(axis=1)
+            decisions[rows, code] = predictive_log_likelihood(d, left, self.real_bank_.shape[1]) + self.class_bias_[code]
+        return decisions
+
+    def real_negatives(self, label: str) -> np.ndarray:
+        """:meth:`class_log_odds` for ``label`` of the real photos the head was fitted on, each source left out
+        of the real class, ``(n_real,)``: the false-match rate on real photos alone is read from them."""
+        self.check_is_fitted()
+        return self._log_odds(self._real_bank_decisions())[:, self._code(label)]
+
+    def _real_matched(self) -> np.ndarray:
+        """Which real photos of the bank (source left out) any generator class matches, ``(n_real,)``."""
+        if not len(self.real_bank_):
+            return np.zeros(0, bool)
+        generators = self._generator_columns()
+        scores = self._log_odds(self._real_bank_decisions())
+        return (scores[:, generators] >= self.verify_offsets_[generators]).any(axis=1)
+
+    def _match_thresholds(self, codes: np.ndarray, budget: float) -> np.ndarray:
+        """Thresholds of classes ``codes``, each at least its false-match offset, raised by one common real-photo
+        rate until the real photos matched by them or by the other generator classes make at most ``budget``
+        of the real bank (sources left out)."""
+        scores = self._log_odds(self._real_bank_decisions())
+        others = self._generator_columns().copy()
+        others[codes] = False
+        taken = (scores[:, others] >= self.verify_offsets_[others]).any(axis=1)
+        S, floor = scores[:, codes], self.verify_offsets_[codes]
+        allowed = int(np.floor(budget * len(scores) + 1e-9))
+
+        def thresholds(rate: float) -> np.ndarray:
+            top = np.nextafter(S.max(axis=0), np.inf)
+            return np.maximum(floor, top if rate <= 0 else np.quantile(S, 1.0 - rate, axis=0))
+
+        def matched(rate: float) -> int:
+            return int((taken | (S >= thresholds(rate)).any(axis=1)).sum())
+
+        lo, hi = 0.0, 1.0
+        if matched(hi) <= allowed:
+            return thresholds(hi)
+        for _ in range(40):  # the largest common rate whose union stays within the budget
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if matched(mid) <= allowed else (lo, mid)
+        return thresholds(lo)
+
     # -------------------------------------------------------------- enrollment
     def enroll(self, X: np.ndarray, label: str, ids: Sequence[str] | None = None) -> "OpenSetHead":
-        """Add class ``label`` from a few samples ``X`` without touching the other classes."""
+        """Add class ``label`` from a few samples ``X`` ``(n_samples, n_features)`` without touching the other
+        classes; raises ``ValueError`` for fewer than 2 samples or a known label."""
         self.check_is_fitted()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or len(X) < 2:
@@ -314,24 +335,63 @@ class OpenSetHead(BaseHead):
         if label in self.classes_:
             raise ValueError(f"class {label!r} is already known; remove it first")
         Z = self.transform(X)
+        keep = np.arange(min(len(Z), self.bank_size))
+        new_ids = list(ids) if ids is not None else [""] * len(X)
+        self._append(label, Z.mean(axis=0), float(len(X)), None, None, Z[keep], [str(new_ids[i]) for i in keep])
+        return self
+
+    def _append(self, label: str, mean: np.ndarray, count: float, bias: float | None, verify_offset: float | None,
+                bank: np.ndarray, ids: Sequence[str]) -> None:
+        """Add an enrolled class's rows; a bias or offset of ``None`` is computed here (the bias by
+        ``enroll_false_rate``, the offset by ``false_match_rate`` and the real-photo budget), a given offset
+        is never lowered below what the real-photo budget needs."""
         code = len(self.classes_)
         self.classes_ = [*self.classes_, label]
         self.enrolled_ = [*self.enrolled_, label]
-        self.class_means_ = np.vstack([self.class_means_, Z.mean(axis=0)])
-        self.class_counts_ = np.append(self.class_counts_, float(len(X)))
-        self.class_bias_ = np.append(self.class_bias_, 0.0)
-        bank = self._bank_decisions()
-        margin = bank[:, code] - np.delete(bank, code, axis=1).max(axis=1)
-        self.class_bias_[code] = -float(np.quantile(margin, 1.0 - self.enroll_false_rate))
-        bank[:, code] += self.class_bias_[code]
-        negatives = self._log_odds(bank)[:, code]
-        self.verify_offsets_ = np.append(self.verify_offsets_, self._verify_offset(negatives))
-        keep = np.arange(min(len(Z), self.bank_size))
-        self.bank_ = np.vstack([self.bank_, Z[keep]])
-        self.bank_labels_ = np.append(self.bank_labels_, np.full(len(keep), code))
-        new_ids = list(ids) if ids is not None else [""] * len(X)
-        self.bank_ids_ = [*self.bank_ids_, *(str(new_ids[i]) for i in keep)]
-        return self
+        self.class_means_ = np.vstack([self.class_means_, mean[None]])
+        self.class_counts_ = np.append(self.class_counts_, count)
+        self.class_bias_ = np.append(self.class_bias_, 0.0 if bias is None else bias)
+        self.verify_offsets_ = np.append(self.verify_offsets_, -np.inf)
+        bank_decisions = self._bank_decisions()
+        if bias is None:
+            margin = bank_decisions[:, code] - np.delete(bank_decisions, code, axis=1).max(axis=1)
+            self.class_bias_[code] = -float(np.quantile(margin, 1.0 - self.enroll_false_rate))
+            bank_decisions[:, code] += self.class_bias_[code]
+        offset = self._verify_offset(self._log_odds(bank_decisions)[:, code]) if verify_offset is None else verify_offset
+        self.verify_offsets_[code] = offset
+        if self.matches_decide:
+            self.verify_offsets_[code] = self._match_thresholds(np.array([code]), self.match_real_rate)[0]
+        self.bank_ = np.vstack([self.bank_, bank])
+        self.bank_labels_ = np.append(self.bank_labels_, np.full(len(bank), code))
+        self.bank_ids_ = [*self.bank_ids_, *ids]
+
+    def class_delta(self, label: str) -> ClassDelta:
+        """The rows enrolled class ``label`` added to this head. Raises ``ValueError`` for another label."""
+        code = self._code(label)
+        if label not in self.enrolled_:
+            raise ValueError(f"{label!r} is a training class, not an enrolled one")
+        return ClassDelta(label, np.array(self.class_means_[code]), float(self.class_counts_[code]),
+                          float(self.class_bias_[code]), float(self.verify_offsets_[code]),
+                          np.array(self.bank_[self.bank_labels_ == code]))
+
+    def with_deltas(self, deltas: Sequence[ClassDelta]) -> "OpenSetHead":
+        """A new head: this one with the classes of ``deltas`` appended in order (this head is unchanged);
+        the same head :meth:`enroll` made, thresholds included. Raises ``ValueError`` when a delta does not
+        fit (dimension, duplicate label, invalid values)."""
+        head = self.clone()
+        dim = self.class_means_.shape[1]
+        for delta in deltas:
+            mean, rows = np.asarray(delta.mean, np.float64), np.asarray(delta.bank, np.float64)
+            if delta.label in head.classes_:
+                raise ValueError(f"class {delta.label!r} is already known")
+            if mean.shape != (dim,) or rows.ndim != 2 or rows.shape[1] != dim:
+                raise ValueError(f"enrollment {delta.label!r} does not fit this head ({dim} dimensions)")
+            values = np.concatenate([mean, rows.ravel(), [delta.count, delta.bias, delta.verify_offset]])
+            if not np.isfinite(values).all() or delta.count < 2:
+                raise ValueError(f"enrollment {delta.label!r} holds invalid values")
+            head._append(delta.label, mean, float(delta.count), float(delta.bias), float(delta.verify_offset),
+                         rows, [""] * len(rows))
+        return head
 
     def remove(self, label: str) -> "OpenSetHead":
         """Drop class ``label`` (and its exemplars)."""
@@ -358,13 +418,17 @@ class OpenSetHead(BaseHead):
                       ) -> tuple[dict, dict[str, np.ndarray]]:
         """Heads of ``format_version`` 1 kept ``offset_`` and ``distance_offset_`` as thresholds on the
         unknown score and the distance (higher = worse); they are negated into scikit-learn's convention.
-        Heads saved before enrolled classes were tracked treat every class as a training class, and
-        heads saved before the synthetic probe decide with one question."""
+        Heads saved before enrolled classes were tracked treat every class as a training class, heads
+        saved before the synthetic probe decide with one question, and heads saved before class matches
+        were calibrated on real photos (no ``real_bank_``) decide without them."""
         if version < 2:
             meta = {**meta, "offset_": -meta["offset_"], "distance_offset_": -meta["distance_offset_"]}
         empty = np.zeros(0)
-        arrays = {"probe_mean_": empty, "probe_scale_": empty, "probe_coef_": empty, **arrays}
-        meta = {"enrolled_": [], "probe_intercept_": None, "real_offset_": None, "synthetic_offset_": None, **meta}
+        dim = np.asarray(arrays["class_means_"]).shape[1]
+        arrays = {"probe_mean_": empty, "probe_scale_": empty, "probe_coef_": empty, "real_bank_": np.zeros((0, dim)),
+                  **arrays}
+        meta = {"enrolled_": [], "probe_intercept_": None, "real_offset_": None, "synthetic_offset_": None,
+                "real_sources_": [], **meta}
         return meta, arrays
 
     def model_card(self, config: dict) -> str:
@@ -373,16 +437,15 @@ class OpenSetHead(BaseHead):
 
     # ---------------------------------------------------------------- scoring
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """Whitened features ``(n_samples, n_components)``."""
+        """Whitened features ``(n_samples, n_components)`` of ``X`` ``(n_samples, n_features)``."""
         if not hasattr(self, "projection_"):
             raise NotFittedError("OpenSetHead is not fitted yet; call fit first")
-        return (np.asarray(X, dtype=np.float64) - self.mean_) @ self.projection_
+        return (np.asarray(X, dtype=np.float64)[:, self._geometry_columns] - self.mean_) @ self.projection_
 
     def _likelihoods(self, Z: np.ndarray) -> np.ndarray:
         """Posterior-predictive log-likelihood of each class (covariance inflated by ``1 + 1/n_c`` for a class
         estimated from ``n_c`` samples), without the enrolled-class biases."""
-        d = ((Z[:, None, :] - self.class_means_[None]) ** 2).sum(axis=2)
-        return _predictive_log_likelihood(d, self.class_counts_, Z.shape[1])
+        return class_likelihoods(Z, self.class_means_, self.class_counts_)
 
     def _decisions(self, Z: np.ndarray) -> np.ndarray:
         return self._likelihoods(Z) + self.class_bias_
@@ -396,7 +459,7 @@ class OpenSetHead(BaseHead):
         n = self.class_counts_[own][:, None]
         loo_means = (n * self.class_means_[own] - self.bank_[rows]) / (n - 1)
         d = ((self.bank_[rows] - loo_means) ** 2).sum(axis=1)
-        decisions[rows, own] = _predictive_log_likelihood(d, n[:, 0] - 1, self.bank_.shape[1]) + self.class_bias_[own]
+        decisions[rows, own] = predictive_log_likelihood(d, n[:, 0] - 1, self.bank_.shape[1]) + self.class_bias_[own]
         return decisions
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -414,11 +477,11 @@ class OpenSetHead(BaseHead):
         """``1 - max`` of the flattened softmax. With a probe it runs over the generators alone (is this
         synthetic image one of theirs?); without one it is scaled by ``1 - P(real)``, so a photo unlike
         every known one but more real than synthetic is not called unknown."""
-        if self.has_probe:
-            return 1.0 - _softmax(decisions[:, self._generator_columns(classes)] / self.unknown_temperature).max(axis=1)
-        unknown = 1.0 - _softmax(decisions / self.unknown_temperature).max(axis=1)
+        if self.synthetic_probe:
+            return 1.0 - softmax(decisions[:, self._generator_columns(classes)] / self.unknown_temperature).max(axis=1)
+        unknown = 1.0 - softmax(decisions / self.unknown_temperature).max(axis=1)
         if REAL in classes:
-            unknown *= 1.0 - _softmax(decisions / self.temperature_)[:, list(classes).index(REAL)]
+            unknown *= 1.0 - softmax(decisions / self.temperature_)[:, list(classes).index(REAL)]
         return unknown
 
     def _unknown_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
@@ -430,7 +493,7 @@ class OpenSetHead(BaseHead):
 
     def _distance_from_likelihoods(self, likelihoods: np.ndarray) -> np.ndarray:
         """Distance to the nearest class (the nearest generator, with a probe), per whitened dimension."""
-        if self.has_probe:
+        if self.synthetic_probe:
             likelihoods = likelihoods[:, self._generator_columns()]
         return -likelihoods.max(axis=1) / self.projection_.shape[1]
 
@@ -456,12 +519,16 @@ class OpenSetHead(BaseHead):
         """Label, probabilities, scores, thresholds, the deciding rule and (``nearest`` > 0) the nearest
         exemplars of every row of ``X`` ``(n_samples, n_features)``, from one projection of the batch.
 
-        With a synthetic probe the decision asks two questions. 1) Is it synthetic? Below
-        ``real_offset_`` the label is ``real``; from ``synthetic_offset_`` on it is synthetic; in between
-        ``uncertain``. 2) If synthetic, which known generator? ``unknown`` when the unknown score passes
-        ``-offset_`` or the image is farther from every generator than ``-distance_offset_``, else the
-        most likely generator. Without a probe (earlier heads): the most likely class, or ``unknown``
-        by the same two rules (the guard sparing images whose best class is ``real``).
+        With a synthetic probe the decision asks two questions. 1) Is it synthetic? Yes when a generator
+        class matches (its verification score, :meth:`class_log_odds`, passes ``verify_offsets_``) or the
+        synthetic score reaches ``synthetic_offset_``; ``real`` when neither holds and the synthetic score
+        is below ``real_offset_``; else ``uncertain`` (heads whose matches were not calibrated on real photos,
+        saved before that: a match alone never makes the image synthetic, nor ever ``real``: reason
+        ``class_match_disagrees``). 2) If synthetic, which known generator? The matched
+        class furthest above its threshold, else the most likely generator; ``unknown`` when the unknown
+        score passes ``-offset_`` or the image is farther from every generator than ``-distance_offset_``.
+        Without a probe (earlier heads): the most likely class, or ``unknown`` by the same two rules (the
+        guard sparing images whose best class is ``real``).
         """
         self.check_is_fitted()
         Z = self.transform(X)
@@ -481,25 +548,34 @@ class OpenSetHead(BaseHead):
             reasons[far] = REASON_CLOSED_FAR
             reasons[above] = REASON_CLOSED_UNKNOWN
             labels[above | far] = UNKNOWN
-            return Decision(labels, _softmax(decisions / self.temperature_), unknown, -self.offset_, None, None, None,
+            return Decision(labels, softmax(decisions / self.temperature_), unknown, -self.offset_, None, None, None,
                             reasons, neighbours)
         generators = self._generator_columns()
         synthetic = self.synthetic_score(X)
-        p_generator = _softmax(decisions[:, generators] / self.temperature_)
+        p_generator = softmax(decisions[:, generators] / self.temperature_)
         proba = np.zeros_like(decisions)
         proba[:, ~generators] = (1.0 - synthetic)[:, None]
         proba[:, generators] = synthetic[:, None] * p_generator
+        scores = self._log_odds(decisions)
+        margins = np.where(generators, scores - self.verify_offsets_, -np.inf)
+        best = margins.argmax(axis=1)
+        rows = np.arange(len(X))
+        any_match = margins[rows, best] >= 0
+        matched = any_match & self.matches_decide
         labels = np.full(len(X), UNCERTAIN, dtype=object)
         reasons = np.full(len(X), REASON_UNCERTAIN, dtype=object)
-        is_real = synthetic < self.real_offset_
+        is_real = (synthetic < self.real_offset_) & ~any_match
         labels[is_real], reasons[is_real] = REAL, REASON_REAL
-        is_synthetic = synthetic >= self.synthetic_offset_
+        reasons[(synthetic < self.real_offset_) & any_match & ~matched] = REASON_DISPUTED  # never real on a match
+        is_synthetic = (synthetic >= self.synthetic_offset_) | matched
         labels[is_synthetic] = classes[generators][p_generator.argmax(axis=1)][is_synthetic]
         reasons[is_synthetic] = REASON_KNOWN
+        labels[matched], reasons[matched] = classes[best][matched], REASON_MATCH
         for mask, reason in ((is_synthetic & above, REASON_UNKNOWN), (is_synthetic & far, REASON_FAR)):
             labels[mask], reasons[mask] = UNKNOWN, reason
         return Decision(labels, proba, unknown, -self.offset_, synthetic, self.real_offset_, self.synthetic_offset_,
-                        reasons, neighbours)
+                        reasons, neighbours, match_class=classes[best], match_score=scores[rows, best],
+                        match_threshold=self.verify_offsets_[best], match_margin=margins[rows, best])
 
     def reject(self, X: np.ndarray) -> np.ndarray:
         """``True`` where :meth:`decide` labels a sample ``unknown``."""
@@ -511,16 +587,13 @@ class OpenSetHead(BaseHead):
 
     def _log_odds(self, decisions: np.ndarray) -> np.ndarray:
         """``log p_c - log(1 - p_c)`` for every class under the calibrated temperature."""
-        z = decisions / self.temperature_
-        out = np.empty_like(z)
-        for c in range(z.shape[1]):
-            out[:, c] = z[:, c] - logsumexp(np.delete(z, c, axis=1), axis=1)
-        return out
+        return log_odds(decisions / self.temperature_)
 
     def class_log_odds(self, X: np.ndarray) -> np.ndarray:
         """``log p_c - log(1 - p_c)`` of every class, ``(n_samples, n_classes)``: the black-box verification
         score of "made by class c" (higher = more likely), a match from ``verify_offsets_[c]`` on (set at
-        ``false_match_rate``; see :class:`attribution.verification.BlackBoxVerifier`)."""
+        ``false_match_rate`` and within the real-photo budget; see
+        :class:`attribution.verification.BlackBoxVerifier`)."""
         self.check_is_fitted()
         return self._log_odds(self.decision_function(X))
 

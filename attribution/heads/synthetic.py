@@ -39,14 +39,23 @@ class ProbeThresholds:
 
 
 def thresholds_from_scores(real_scores: np.ndarray, synthetic_scores: np.ndarray, real_false_rate: float,
-                           synthetic_miss_rate: float) -> ProbeThresholds:
+                           synthetic_miss_rate: float, real_matched: np.ndarray | None = None) -> ProbeThresholds:
     """Thresholds from held-out scores (probabilities of "synthetic", 0-1).
 
-    ``synthetic_offset`` lets ``real_false_rate`` of the held-out real photos pass as synthetic;
-    ``real_offset`` lets ``synthetic_miss_rate`` of the held-out generator images fall below it as real.
-    When the two cross (the scores separate well), both become their midpoint: no uncertain band.
+    ``synthetic_offset`` lets ``real_false_rate`` of the held-out real photos pass as synthetic, counting
+    those that ``real_matched`` marks as already called synthetic by other evidence (a class match): one
+    budget for both. ``real_offset`` lets ``synthetic_miss_rate`` of the held-out generator images fall
+    below it as real. When the two cross (the scores separate well), both become their midpoint: no
+    uncertain band.
     """
-    synthetic_offset = float(np.quantile(real_scores, 1.0 - real_false_rate))
+    real_scores = np.asarray(real_scores, dtype=np.float64)
+    matched = np.zeros(len(real_scores), bool) if real_matched is None else np.asarray(real_matched, bool)
+    free = real_scores[~matched]
+    allowed = real_false_rate * len(real_scores) - matched.sum()  # real photos the probe may still pass
+    if len(free) == 0 or allowed <= 0:
+        synthetic_offset = float(np.nextafter(free.max() if len(free) else 1.0, np.inf))
+    else:
+        synthetic_offset = float(np.quantile(free, max(0.0, 1.0 - allowed / len(free))))
     real_offset = float(np.quantile(synthetic_scores, synthetic_miss_rate))
     if real_offset > synthetic_offset:
         real_offset = synthetic_offset = (real_offset + synthetic_offset) / 2
@@ -68,19 +77,16 @@ def probe_scores(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.nd
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of every generator and every real-photo group from probes fitted without it
-    (leave-one-generator-out, leave-one-real-group-out): ``(real scores, synthetic scores)``."""
+def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float) -> np.ndarray:
+    """Each row's score from a probe fitted without its unit: every generator is left out whole, and every
+    group (source) of real photos (leave-one-generator-out, leave-one-real-group-out), ``(n_samples,)``.
+    Raises ``ValueError`` with fewer than two generators or two groups of real photos."""
     y = np.asarray(y, dtype=str)
     is_real = y == REAL
     units = [y == g for g in np.unique(y[~is_real])] + [is_real & (groups == g) for g in np.unique(groups[is_real])]
-    real_scores, synthetic_scores = [], []
-    for held in units:
-        train = ~held
-        if len(np.unique(y[train][y[train] != REAL])) == 0 or not (y[train] == REAL).any():
-            continue
-        s = probe_scores(X[held], *fit_probe(X[train], y[train], C))
-        (real_scores if is_real[held].all() else synthetic_scores).append(s)
-    if not real_scores or not synthetic_scores:
+    if len(np.unique(y[~is_real])) < 2 or len(np.unique(groups[is_real])) < 2:
         raise ValueError("held-out calibration needs at least two generators and two groups of real photos")
-    return np.concatenate(real_scores), np.concatenate(synthetic_scores)
+    scores = np.empty(len(y))
+    for held in units:
+        scores[held] = probe_scores(X[held], *fit_probe(X[~held], y[~held], C))
+    return scores

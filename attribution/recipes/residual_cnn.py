@@ -35,7 +35,7 @@ from ..backbones.residual_cnn import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResidualCN
 from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
 from ..persistence import dump_json
 from ..storage import atomic_path, write_folder
-from ..training import list_dataset, real_source
+from ..dataset import Sample, cut_tile, list_samples, real_source, split_groups
 from ..transform import ImageDecodeError, load_image
 from .twins import make_twins
 
@@ -60,22 +60,46 @@ class RecipeCfg:
     seed: int = 0
     exclude: list[str] = field(default_factory=list)
     network: str = "residual_cnn"  # or "efficientnet_late", the fine-tuned alternative (measured, not shipped)
+    tiles: dict[str, int] = field(default_factory=dict)  # class -> grid side its files are cut into
+    holdout_fraction: float = 0.0  # share of each class's groups left out (the benchmarks' closed-set test split)
+    holdout_seed: int = 0
 
 
-def load_dataset(root: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, dict[str, np.ndarray]]:
-    """Decoded images per class of a folder-per-class dataset: ``{class: {file name: uint8 (H, W, 3)}}``
-    (images under 64 px skipped)."""
-    files, labels = list_dataset(root)
+def load_dataset(root: str | os.PathLike, log: Callable[[str], None] = print,
+                 tiles: dict[str, int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Decoded images per class of a folder-per-class dataset: ``{class: {name: uint8 (H, W, 3)}}``, the name
+    being the file name (``<file name>#<tile>`` for the tiles of a tiled class); images under 64 px skipped."""
     data: dict[str, dict[str, np.ndarray]] = {}
-    for path, label in zip(map(Path, files), labels):
-        try:
-            image = np.asarray(load_image(path))
-        except ImageDecodeError as exc:  # a walked file that is no image, or a broken one
-            log(f"skipped {path.name}: {exc}")
+    decoded: dict[Path, np.ndarray | None] = {}
+    for sample in list_samples(root, tiles):
+        if sample.path not in decoded:
+            try:
+                decoded = {sample.path: np.asarray(load_image(sample.path))}  # a file's tiles are consecutive
+            except ImageDecodeError as exc:  # a walked file that is no image, or a broken one
+                log(f"skipped {sample.path.name}: {exc}")
+                decoded = {sample.path: None}
+        image = decoded[sample.path]
+        if image is None:
             continue
+        if sample.tile is not None:
+            image = np.asarray(cut_tile(Image.fromarray(image), sample.tile, sample.grid))
         if min(image.shape[:2]) >= 64:
-            data.setdefault(label, {})[path.name] = image
+            data.setdefault(sample.label, {})[sample_name(sample)] = image
     return data
+
+
+def sample_name(sample: Sample) -> str:
+    """The key of a sample in :func:`load_dataset`'s dict of its class."""
+    return Path(sample.id).name
+
+
+def holdout_names(root: str | os.PathLike, cfg: RecipeCfg) -> set[tuple[str, str]]:
+    """``(class, name)`` of the samples ``cfg`` leaves out as the closed-set test split (none at fraction 0)."""
+    if cfg.holdout_fraction <= 0:
+        return set()
+    samples = list_samples(root, cfg.tiles)
+    held = split_groups(samples, cfg.holdout_fraction, cfg.holdout_seed)
+    return {(s.label, sample_name(s)) for s, h in zip(samples, held) if h}
 
 
 def with_twins(data: dict[str, dict[str, np.ndarray]], cfg: RecipeCfg, device: torch.device,
@@ -98,16 +122,20 @@ def with_twins(data: dict[str, dict[str, np.ndarray]], cfg: RecipeCfg, device: t
     return {**data, **twins}
 
 
-def leave_out(data: dict[str, dict[str, np.ndarray]], exclude: list[str]) -> dict[str, list[np.ndarray]]:
-    """Images per class without the ``exclude``d classes and real-photo sources (``real/<source>``); a
-    left-out photo's twins are left out with it."""
+def leave_out(data: dict[str, dict[str, np.ndarray]], exclude: list[str],
+              names: set[tuple[str, str]] = frozenset()) -> dict[str, list[np.ndarray]]:
+    """Images per class without the ``exclude``d classes and real-photo sources (``real/<source>``) and
+    without the ``(class, name)`` samples of ``names``; a left-out photo's twins are left out with it."""
     sources = {e.split("/", 1)[1] for e in exclude if e.startswith(f"{REAL}/")}
+    real_names = {name for label, name in names if label == REAL}
     out = {}
     for label, images in data.items():
         if label in exclude:
             continue
         twin_or_real = label == REAL or label.startswith("twin_")
-        kept = [im for name, im in images.items() if not (twin_or_real and real_source(name) in sources)]
+        kept = [im for name, im in images.items()
+                if not (twin_or_real and (real_source(name) in sources or name in real_names))
+                and (label, name) not in names]
         if kept:
             out[label] = kept
     return out
@@ -176,15 +204,15 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
     """Run the recipe; returns the network (eval mode, on CPU) and its ``config.json`` content.
 
     ``cache`` keeps the twins between runs (benchmark folds); ``decoded`` passes an already decoded
-    :func:`load_dataset` of ``data_root``.
+    :func:`load_dataset` of ``data_root`` (with its twins, when :func:`with_twins` added them).
     """
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    decoded = decoded if decoded is not None else load_dataset(data_root, log)
-    if cfg.twin_steps > 0:
+    decoded = decoded if decoded is not None else load_dataset(data_root, log, cfg.tiles)
+    if cfg.twin_steps > 0 and not any(label.startswith("twin_") for label in decoded):
         decoded = with_twins(decoded, cfg, dev, cache, log)
-    data = leave_out(decoded, cfg.exclude)
+    data = leave_out(decoded, cfg.exclude, holdout_names(data_root, cfg))
     sampler = PatchSampler(data, cfg)
     model = build_network(cfg.network, len(sampler.classes)).to(dev)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

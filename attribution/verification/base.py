@@ -110,6 +110,11 @@ class Verifier(PretrainedMixin):
         them (``None`` otherwise): what ``false_match_rate_at_score`` is read from (:func:`false_match_rate_at`)."""
         return None
 
+    def real_negatives(self) -> np.ndarray | None:
+        """:meth:`score_samples` of held-out real photos alone, when the verifier keeps them (``None``
+        otherwise): what ``real_false_match_rate_at_score`` is read from."""
+        return None
+
     # ------------------------------------------------------------ images
     def prepare(self, image: Image.Image) -> Any:
         """One decoded RGB image in the form :meth:`encode` takes (default: as it is)."""
@@ -171,8 +176,8 @@ class Verifier(PretrainedMixin):
         self.check_is_fitted()
         images = as_list(images)
         outputs = [VerificationOutput(file=file_name(im), model=self.name, method=self.method) for im in images]
-        negatives = self.calibration_negatives()  # once per call, on the decision scale
-        negatives = None if negatives is None or not len(negatives) else np.asarray(negatives) - self.offset_
+        negatives, real = (None if n is None or not len(n) else np.asarray(n) - self.offset_  # once per call,
+                           for n in (self.calibration_negatives(), self.real_negatives()))  # decision scale
         start = time.perf_counter()
         for results in self._extract(images, progress):
             seconds = (time.perf_counter() - start) / max(len(results), 1)
@@ -185,12 +190,15 @@ class Verifier(PretrainedMixin):
                 X = np.stack([r.features[0] for r in judged])
                 decision = self.decision_function(X)
                 rates = None if negatives is None else false_match_rate_at(negatives, decision)
+                real_rates = None if real is None else false_match_rate_at(real, decision)
                 for i, r in enumerate(judged):
                     out = outputs[r.position]
                     out.score, out.match, out.threshold = round(float(decision[i]), 6), bool(decision[i] >= 0), 0.0
                     out.false_match_rate = self.false_match_rate
                     if rates is not None:
                         out.false_match_rate_at_score = round(float(rates[i]), 6)
+                    if real_rates is not None:
+                        out.real_false_match_rate_at_score = round(float(real_rates[i]), 6)
                     out.note = "; ".join(filter(None, (r.note, self.describe(X[i], seconds)))) or None
             start = time.perf_counter()
         return outputs

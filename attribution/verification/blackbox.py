@@ -112,6 +112,11 @@ class BlackBoxVerifier(Verifier):
         """Log-odds of ``label`` of the exemplar bank's other-class images, each left out of its class mean."""
         return self.head.verification_negatives(self.label)
 
+    def real_negatives(self) -> np.ndarray:
+        """Log-odds of ``label`` of the head's real photos, each source left out of the real class (empty for
+        heads saved before they were kept)."""
+        return self.head.real_negatives(self.label)
+
     def _extract(self, images: list[ImageInput], progress: Progress | None) -> Iterator[list[Extracted]]:
         """The head's own input stage: the feature extractor (cache, crops, minimum size, repeated files)."""
         if self.extractor is None and self._backbone_config is not None:

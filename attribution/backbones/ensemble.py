@@ -1,0 +1,172 @@
+"""The recipe's cross-fitted networks as one backbone: K fold networks, averaged.
+
+Each member was trained without one fold of the data (``held_out``: generators and real-photo
+sources, ``real/<source>``). At inference the features are the members' mean outputs. For an image
+of the training data, ``member=k`` gives instead the output of the member that never saw it (out of
+fold): what the head and its synthetic probe are fitted on (stacking, Wolpert 1992), so the probe
+learns how far the networks can be trusted on images they did not train on, and thresholds set on
+those outputs hold for the ensemble that ships (mean of the same networks).
+
+Layers (each a two-class vector, so the per-layer L2 normalisation of :class:`Backbone` keeps its
+value): ``synthetic`` = ``[p, 1 - p]`` with ``p`` the sigmoid of the mean synthetic logit, and
+``real_class`` = ``[q, 1 - q]`` with ``q`` the mean probability of the class ``real`` of the
+members' class heads. Both are computed on the centre ``window`` px of each view.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..constants import CONFIG_NAME, REAL, WEIGHTS_NAME
+from ..transform import PreprocessCfg
+from .base import Backbone, unnormalize
+from .residual_cnn import DEFAULT_WINDOW, ResidualCNN
+
+ENSEMBLE_NETWORK = "ForensicEnsemble"
+ENSEMBLE_LAYERS = ("synthetic", "real_class")
+
+
+class ForensicEnsemble(nn.Module):
+    """Member networks (``ResidualCNN`` or ``LateEfficientNet``) with the classes and held-out units of each."""
+
+    def __init__(self, members: Sequence[nn.Module], classes: Sequence[Sequence[str]],
+                 held_out: Sequence[Sequence[str]]) -> None:
+        super().__init__()
+        if not members or not len(members) == len(classes) == len(held_out):
+            raise ValueError("an ensemble needs at least one member, each with its classes and held-out units")
+        self.members = nn.ModuleList(members)
+        self.classes = [list(c) for c in classes]
+        self.held_out = [list(h) for h in held_out]
+        self._real = [c.index(REAL) for c in self.classes]
+
+    def member_for(self, label: str, source: str) -> int | None:
+        """The member that never saw an image of class ``label`` from ``source`` (a real photo's collection),
+        or ``None`` when every member trained on such images."""
+        unit = f"{REAL}/{source}" if label == REAL else label
+        found = [k for k, held in enumerate(self.held_out) if unit in held]
+        return found[0] if len(found) == 1 else None
+
+    def forward(self, pixels: torch.Tensor, member: int | None = None) -> dict[str, torch.Tensor]:
+        """``{"synthetic": mean synthetic logit (n,), "real_class": mean P(real) (n,)}`` over all members,
+        or of member ``member`` alone, for ``pixels`` ``(n, 3, H, W)`` in 0-255."""
+        chosen = range(len(self.members)) if member is None else [member]
+        logits, real = [], []
+        for k in chosen:
+            _, class_logits, synthetic = self.members[k](pixels)
+            logits.append(synthetic.float())
+            real.append(class_logits.float().softmax(dim=1)[:, self._real[k]])
+        return {"synthetic": torch.stack(logits).mean(dim=0), "real_class": torch.stack(real).mean(dim=0)}
+
+
+def load_ensemble(ref: str) -> tuple[ForensicEnsemble, dict[str, Any]]:
+    """An ensemble saved by :func:`attribution.recipes.crossfit.save_ensemble` (eval mode) and its config (plus
+    ``weights_sha256``, the hash of its weights file), from a zoo name, folder or ``hf-hub:`` id. Only
+    ``config.json`` and ``model.safetensors`` are read. Raises ``ZooError`` when they do not fit."""
+    from safetensors.torch import load
+
+    from ..storage import ZooError, resolve
+
+    folder = resolve(ref)
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        if config.get("network") != ENSEMBLE_NETWORK:
+            raise ZooError(f"{folder} holds no {ENSEMBLE_NETWORK} (config 'network' is {config.get('network')!r})")
+        data = (folder / WEIGHTS_NAME).read_bytes()
+        state = load(data)
+        members = []
+        for k, spec in enumerate(config["members"]):
+            if config["member_network"] == "ResidualCNN":
+                member: nn.Module = ResidualCNN(len(spec["classes"]), config["widths"], config["strides"])
+            else:
+                from .late_efficientnet import LateEfficientNet
+
+                member = LateEfficientNet(len(spec["classes"]))
+            prefix = f"{k}."
+            member.load_state_dict({name[len(prefix):]: v for name, v in state.items() if name.startswith(prefix)})
+            members.append(member)
+        model = ForensicEnsemble(members, [m["classes"] for m in config["members"]],
+                                 [m["held_out"] for m in config["members"]])
+        config["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ZooError(f"unreadable network ensemble at {folder}: {exc}") from None
+    return model.eval(), config
+
+
+class EnsembleBackbone(Backbone):
+    """Features of a :class:`ForensicEnsemble` (id ``forensic_ensemble:<ensemble>``, a zoo name, folder or
+    ``hf-hub:`` id): the members' mean, or with ``member=k`` the out-of-fold output of member ``k``
+    (for fitting a head on the ensemble's own training images; never saved with a head)."""
+
+    family = "forensic_ensemble"
+
+    def __init__(self, backbone_id: str, layers: Sequence[str] | None = None,
+                 preprocess_cfg: PreprocessCfg | None = None, window: int = DEFAULT_WINDOW,
+                 member: int | None = None, device: str | torch.device | None = None) -> None:
+        layers = tuple(layers or ENSEMBLE_LAYERS)
+        bad = [name for name in layers if name not in ENSEMBLE_LAYERS]
+        if bad:
+            raise ValueError(f"unknown layers {bad}; choose from {list(ENSEMBLE_LAYERS)}")
+        if window < 16 or window % 2:
+            raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
+        super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
+        self.window = window
+        self.model, self.network_config = load_ensemble(backbone_id.partition(":")[2])
+        if member is not None and not 0 <= member < len(self.model.members):
+            raise ValueError(f"member must be in 0..{len(self.model.members) - 1}; got {member}")
+        self.member = member
+        self.model = self.model.to(self.device, self.dtype)
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"window": self.window, **({"member": self.member} if self.member is not None else {})}
+
+    def weights_digest(self) -> str:
+        return self.network_config["weights_sha256"]
+
+    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        pixels = unnormalize(x, self.preprocess_cfg)
+        side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
+        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
+        out = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype), self.member)
+        p = {"synthetic": torch.sigmoid(out["synthetic"]), "real_class": out["real_class"]}
+        return [torch.stack([p[name], 1.0 - p[name]], dim=1) for name in self.layers]
+
+
+def ensemble_part(backbone: Backbone) -> EnsembleBackbone | None:
+    """The :class:`EnsembleBackbone` of ``backbone`` (itself, or a part of a concatenation), if it has one."""
+    parts = getattr(backbone, "parts", [backbone])
+    return next((p for p in parts if isinstance(p, EnsembleBackbone)), None)
+
+
+def out_of_fold(backbone: Backbone, member: int) -> Backbone:
+    """A copy of ``backbone`` whose ensemble part gives member ``member``'s outputs alone (weights shared, config
+    and so the feature-cache key different). Raises ``ValueError`` without an ensemble part."""
+    part = ensemble_part(backbone)
+    if part is None:
+        raise ValueError(f"{backbone.id} has no forensic_ensemble part")
+    one = copy.copy(part)
+    one.member = member
+    if backbone is part:
+        return one
+    out = copy.copy(backbone)
+    out.parts = [one if p is part else p for p in backbone.parts]
+    return out
+
+
+def column_ranges(backbone: Backbone, features: int) -> list[tuple[str, int, int]]:
+    """``(part id, start, stop)`` of each part's columns in features of width ``features``: every layer of a
+    :class:`~attribution.backbones.concat.ConcatBackbone` part is as wide as one forward of a blank image says."""
+    parts = getattr(backbone, "parts", [backbone])
+    blank = backbone.transform(Image.new("RGB", (backbone.preprocess_cfg.size,) * 2, (128, 128, 128)))[:1]
+    with torch.inference_mode():
+        widths = [sum(f.shape[1] for f in p._forward_layers(blank.to(p.device, p.dtype))) for p in parts]
+    if sum(widths) != features:
+        raise ValueError(f"the parts of {backbone.id} give {sum(widths)} columns, not {features}")
+    starts = np.cumsum([0, *widths])
+    return [(p.id, int(a), int(b)) for p, a, b in zip(parts, starts[:-1], starts[1:])]

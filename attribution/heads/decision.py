@@ -1,0 +1,72 @@
+"""What the open-set head decides for a batch, and why: :class:`Decision` and the ``reason`` codes.
+
+The reasons are a public contract (the JSON's ``reason``, documented in the README's reason table);
+:data:`REASON_TEXT` says each one in words for pages and reports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REASON_REAL = "no_synthetic_evidence"        # synthetic score below the real threshold, no class match
+REASON_UNCERTAIN = "between_thresholds"      # synthetic score between the real and synthetic thresholds
+REASON_KNOWN = "synthetic_known_generator"   # the synthetic score says synthetic, a known generator explains it
+REASON_MATCH = "synthetic_class_match"       # a generator class's verification score passes its threshold
+REASON_UNKNOWN = "synthetic_unknown_generator"  # synthetic, and no known generator explains it
+REASON_FAR = "synthetic_far_from_known"      # synthetic, and farther from every class than the guard allows
+REASON_EXACT = "exact_known_image"           # the same decoded pixels as a training or enrolled image
+REASON_CLOSED_KNOWN = "known_class"          # heads without a synthetic probe: a class explains it
+REASON_CLOSED_UNKNOWN = "unknown_score_above_threshold"
+REASON_CLOSED_FAR = "far_from_known"
+REASON_FRAMES = "frames_disagree"            # an animated image whose judged frames got different labels
+REASON_DISPUTED = "class_match_disagrees"    # heads without calibrated matches: a class matches, the score says real
+REASON_TEXT = {
+    REASON_REAL: "no synthetic traces found: the synthetic score is below the real threshold and no generator "
+                 "of the head matches",
+    REASON_UNCERTAIN: "cannot tell: the synthetic score lies between the real and the synthetic thresholds",
+    REASON_KNOWN: "synthetic, and a known generator explains it",
+    REASON_MATCH: "it matches a generator of the head: that generator's verification score passes its threshold",
+    REASON_UNKNOWN: "synthetic, but no known generator explains it (unknown score above its threshold)",
+    REASON_FAR: "synthetic, and farther from every known generator than any of their images",
+    REASON_EXACT: "this exact image (same decoded pixels) is one of the head's training or enrolled images",
+    REASON_CLOSED_KNOWN: "a known class explains it",
+    REASON_CLOSED_UNKNOWN: "no known class explains it (unknown score above its threshold)",
+    REASON_CLOSED_FAR: "farther from every known class than any of their images",
+    REASON_FRAMES: "the judged frames of this animated image do not agree",
+    REASON_DISPUTED: "the evidence disagrees: a generator of the head matches it (black-box verification), while "
+                     "the synthetic score is below the real threshold",
+}
+
+
+@dataclass
+class Decision:
+    """Everything :meth:`OpenSetHead.decide` says about a batch (``n`` rows).
+
+    ``labels`` (n,) class names, ``unknown`` or ``uncertain``; ``proba`` (n, n_classes) class
+    probabilities (with a synthetic probe: ``P(real) = 1 - synthetic_score`` and each generator
+    ``synthetic_score x P(generator | synthetic)``); ``unknown_score`` (n,) in 0-1, higher = less like any
+    known generator, against ``unknown_threshold``; ``synthetic_score`` (n,) in 0-1 or ``None`` for heads
+    without a probe, against ``real_threshold`` / ``synthetic_threshold``; ``reasons`` (n,) the rule
+    that decided each label (the ``REASON_*`` codes); ``nearest`` the closest exemplars of each row as
+    ``(class, id, distance)`` when asked for. Thresholds are in the JSON's direction (higher = worse):
+    ``unknown_threshold`` is ``-offset_``.
+
+    Class matches (heads with a probe): ``match_class`` (n,) the generator class whose verification score
+    (class log-odds, ``match_score``) is furthest above its threshold (``match_threshold``), and
+    ``match_margin`` (n,) that distance: ``>= 0`` is a match, which answers "is it synthetic?" by itself.
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray
+    unknown_score: np.ndarray
+    unknown_threshold: float
+    synthetic_score: np.ndarray | None
+    real_threshold: float | None
+    synthetic_threshold: float | None
+    reasons: np.ndarray
+    nearest: list[list[tuple[str, str, float]]] | None = None
+    match_class: np.ndarray | None = None
+    match_score: np.ndarray | None = None
+    match_threshold: np.ndarray | None = None
+    match_margin: np.ndarray | None = None
