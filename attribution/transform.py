@@ -9,7 +9,6 @@ import io
 import math
 import os
 import stat
-import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -30,6 +29,10 @@ except ImportError:  # pragma: no cover - then HEIC files get an unsupported_for
     pass
 else:
     register_heif_opener()
+
+# Pillow's own guard agrees with ours, set once here (the setting is process-wide: never changed per image).
+# Pillow errors beyond twice its limit and only warns between; :func:`_open` checks the header size itself.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -269,19 +272,17 @@ _SUPPORTED_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF
 
 
 def _open(data: bytes, max_frames: int) -> DecodedImage:
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    """Decode encoded bytes, refusing an image larger than ``MAX_IMAGE_PIXELS`` from its header size, before its
+    pixels are decoded. Changes no process-wide setting (Pillow's limit, warning filters): safe in threads."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)", "too_large")
-                return _decode(im, max_frames)
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)", "too_large")
+            return _decode(im, max_frames)
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under -W error
         raise ImageDecodeError(f"image too large (decompression bomb guard): {exc}", "too_large") from None
     except UnidentifiedImageError:
         code, name = _sniff(data)
@@ -292,8 +293,6 @@ def _open(data: bytes, max_frames: int) -> DecodedImage:
         raise ImageDecodeError("not a recognised image format", code) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}", "truncated") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
