@@ -44,7 +44,8 @@ import numpy as np
 from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, WEIGHTS_NAME
 from .persistence import dump_json
 from .storage import atomic_path, write_bytes
-from .transform import DecodedImage, walk_files
+from .inputs import walk_files
+from .transform import DecodedImage
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa

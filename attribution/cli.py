@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from .batch import ROWS_PER_FILE
 from .constants import DEFAULT_BACKBONE, DEFAULT_ZOO_NAME, MIN_IMAGE_SIZE
-from .transform import InputFile, find_inputs
+from .inputs import InputFile, find_inputs
 
 ZOO_HELP = "head name, folder or hf-hub:org/repo (default: the shipped head)"
 

@@ -19,7 +19,8 @@ from .heads import OpenSetHead
 from .heads.open_set import REASON_FRAMES
 from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
-from .transform import ImageInput, file_name
+from .inputs import file_name
+from .transform import ImageInput
 from . import zoo
 from .persistence import flat_backbone_config
 from .verification.blackbox import BlackBoxVerifier

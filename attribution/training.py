@@ -15,7 +15,7 @@ from .duplicates import ExemplarHashes
 from .features import FeatureBatch, FeatureExtractor, Progress
 from .heads import OpenSetHead
 from .names import normalize_label
-from .transform import InputFile, walk_files
+from .inputs import InputFile, walk_files
 
 
 def real_source(name: str) -> str:

@@ -43,8 +43,9 @@ from attribution.backbones import create_backbone  # noqa: E402
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
 from attribution.features import FeatureCache, backbone_key  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
+from attribution.inputs import walk_files  # noqa: E402
 from attribution.training import list_dataset, real_source  # noqa: E402
-from attribution.transform import load_image, walk_files  # noqa: E402
+from attribution.transform import load_image  # noqa: E402
 from folds import CACHE, DEFAULT_DATA, fold_network, make_folds  # noqa: E402
 
 IMAGE_FEATURES = "efficientnet_lite2:imagenet+residual_spectra"  # the untrained part, shared by every fold

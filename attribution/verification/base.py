@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..heads.base import NotFittedError
+from ..inputs import file_name
 from ..outputs import VerificationOutput
 from ..persistence import PretrainedMixin
 
@@ -166,8 +167,6 @@ class Verifier(PretrainedMixin):
         (:data:`attribution.transform.ERROR_CODES`); ``progress(done, total)`` follows each batch.
         Raises :class:`~attribution.heads.base.NotFittedError` before ``fit``.
         """
-        from ..transform import file_name
-
         self.check_is_fitted()
         images = as_list(images)
         outputs = [VerificationOutput(file=file_name(im), model=self.name, method=self.method) for im in images]
