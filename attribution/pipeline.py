@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, backbone_from_config
 from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
@@ -27,12 +27,6 @@ from .verification.blackbox import BlackBoxVerifier
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
-
-
-def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
-    """The backbone a head was trained on, rebuilt from its config (``backbone`` and ``preprocess_cfg`` parts)."""
-    options = dict(config["backbone"])
-    return create_backbone(options.pop("id"), preprocess_cfg=config["preprocess_cfg"], device=device, **options)
 
 
 class Attributor:

@@ -116,7 +116,7 @@ class BlackBoxVerifier(Verifier):
         """The head's own input stage: the feature extractor (cache, crops, minimum size, repeated files)."""
         if self.extractor is None and self._backbone_config is not None:
             from ..features import FeatureExtractor
-            from ..pipeline import backbone_from_config
+            from ..backbones import backbone_from_config
 
             options = dict(self._extractor_options)
             device = options.pop("device", None)

@@ -104,7 +104,7 @@ def _blackbox(rest: str, *, device: str | None = None, batch_size: int | None = 
     """``<head>#<class>``: the class of a zoo head, with the head's backbone (checked before it is loaded)."""
     from .. import zoo
     from ..features import FeatureExtractor
-    from ..pipeline import backbone_from_config
+    from ..backbones import backbone_from_config
     from .blackbox import BlackBoxVerifier
 
     head_ref, hash_, label = rest.rpartition("#")
