@@ -91,7 +91,8 @@ def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dic
     from safetensors.torch import load_file
 
     from ..constants import CONFIG_NAME, WEIGHTS_NAME
-    from ..storage import ZooError, resolve
+    from ..persistence import resolve
+    from ..storage import ZooError
 
     folder = resolve(ref)
     try:

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from ..backbones.residual_cnn import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResidualCNN
 from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
-from ..persistence import dump_json
+from ..persistence import NETWORK, dump_json
 from ..storage import atomic_path, write_folder
 from ..training import list_dataset, real_source
 from ..transform import ImageDecodeError, load_image
@@ -251,7 +251,7 @@ def save_network(folder: str | os.PathLike, model: ResidualCNN, config: dict) ->
 
     def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "name": folder.name}))
+        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "kind": NETWORK, "name": folder.name}))
         (tmp / CARD_NAME).write_text(NETWORK_CARD.format(name=folder.name, classes=", ".join(config["classes"]),
                                                          recipe=json.dumps(config["recipe"], indent=2, sort_keys=True)))
 

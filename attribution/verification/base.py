@@ -26,7 +26,7 @@ from PIL import Image
 from ..heads.base import NotFittedError
 from ..inputs import file_name
 from ..outputs import VerificationOutput
-from ..persistence import PretrainedMixin
+from ..persistence import VERIFIER, PretrainedMixin
 
 if TYPE_CHECKING:
     from ..features import Extracted, FeatureBatch
@@ -77,6 +77,7 @@ class Verifier(PretrainedMixin):
         Threshold on :meth:`score_samples`, set by ``fit``.
     """
 
+    kind: ClassVar[str] = VERIFIER
     method: ClassVar[str] = "verifier"
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("offset_",)
     batch_size: int = 16
