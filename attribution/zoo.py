@@ -103,32 +103,29 @@ def read_hashes(folder: Path) -> ExemplarHashes | None:
 
 
 # -------------------------------------------------------------------- saving
-def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any], card: str | None = None,
-              files: dict[str, bytes] | None = None) -> Path:
-    """Save ``head`` with ``config`` (backbone, preprocessing, name, training...) as a zoo folder, atomically
-    (an existing model card is kept unless ``card`` is given). Thumbnails of classes the head no longer has
-    are not kept. Refuses a user head named like a shipped one."""
+def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any], /, *,
+                    hashes: ExemplarHashes | None = None, files: dict[str, bytes] | None = None,
+                    **extra: Any) -> Path:
+    """Save ``head`` as a zoo folder over the features of ``backbone_config`` (``Backbone.config()``), with
+    ``extra`` config entries (name, training, metrics...; a loaded config may be passed whole, its head,
+    classes and backbone parts are replaced), its duplicate index ``hashes`` and ``files`` (name relative to
+    the folder -> bytes: thumbnails, figures), atomically, under the folder's lock, with a fresh model card.
+
+    Files already in the folder are kept, but thumbnails of classes the head no longer has. Raises
+    ``ZooError`` for a user head named like a shipped one or a config no head could be loaded from.
+    """
     folder = Path(folder)
     classes = list(head.meta_dict().get("classes_", []))
-    config = {**config, "classes": classes}
-    validate_config(head.to_config(config), folder)
+    config = {**extra, **backbone_section(backbone_config), "classes": classes}
+    full = validate_config(head.to_config(config), folder)
     _check_not_shadowing(folder)
+    files = {**(files or {}), **({HASHES_NAME: hashes.to_bytes()} if hashes is not None else {})}
 
     def keep(relative: str) -> bool:
         parts = relative.split("/")
         return not (parts[0] == EXEMPLAR_DIR and len(parts) > 2 and parts[1] not in classes)
 
-    return head.save_pretrained(folder, config, card=card, files=files, keep=keep)
-
-
-def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any],
-                    hashes: ExemplarHashes | None = None, **extra: Any) -> Path:
-    """Save a newly trained ``head`` over the features of ``backbone_config`` (``Backbone.config()``), with its
-    duplicate index when given and a fresh model card."""
-    config = {**backbone_section(backbone_config), **extra}
-    files = {HASHES_NAME: hashes.to_bytes()} if hashes is not None else None
-    full = head.to_config({**config, "classes": list(head.meta_dict().get("classes_", []))})
-    return save_head(folder, head, config, card=head.model_card(full), files=files)
+    return head.save_pretrained(folder, config, card=head.model_card(full), files=files, keep=keep)
 
 
 def save_hashes(ref: str | os.PathLike, hashes: ExemplarHashes) -> Path:
