@@ -71,6 +71,13 @@ def config_kind(config: dict[str, Any]) -> str | None:
     return next((kind for role, kind in _ROLES.items() if type_name.endswith(role)), None)
 
 
+def card_header(*tags: str, license: str | None = None) -> str:
+    """The YAML front matter of every model card the package writes, as the Hugging Face Hub reads it:
+    ``library_name: attribution``, ``tags`` and, when given, the ``license``."""
+    lines = ["---", "library_name: attribution", "tags:", *(f"- {tag}" for tag in tags)]
+    return "\n".join([*lines, *([f"license: {license}"] if license else []), "---"]) + "\n"
+
+
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """A config of any supported ``format_version`` in the current layout (a new dict; state not converted).
 

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from ..backbones.residual_cnn import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResidualCNN
 from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
-from ..persistence import NETWORK, dump_json
+from ..persistence import NETWORK, card_header, dump_json
 from ..storage import atomic_path, write_folder
 from ..training import list_dataset, real_source
 from ..transform import ImageDecodeError, load_image
@@ -222,12 +222,7 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
     return model, config
 
 
-NETWORK_CARD = """---
-library_name: attribution
-tags: [image-forensics, synthetic-image-detection]
-license: apache-2.0
----
-
+NETWORK_CARD = card_header("image-forensics", "synthetic-image-detection", license="apache-2.0") + """
 # {name}
 
 Residual CNN (NPR + high-pass residuals, Tan et al. 2024) trained by `attribution`'s recipe to tell

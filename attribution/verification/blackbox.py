@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 
 from ..constants import FORMAT_VERSION
-from ..persistence import backbone_section, validate_config
+from ..persistence import backbone_section, card_header, validate_config
 from .base import Progress, Verifier
 
 if TYPE_CHECKING:
@@ -22,14 +22,7 @@ if TYPE_CHECKING:
     from ..heads import OpenSetHead
     from ..transform import ImageInput
 
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- generator-attribution
-- verification
----
-
+CARD_TEMPLATE = card_header("image-forensics", "generator-attribution", "verification") + """
 # {name}
 
 Black-box verifier: "was this image made by `{label}`?", from the class log-odds of an open-set head

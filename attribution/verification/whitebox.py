@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..persistence import read_config, read_weights, saved_kind, validate_config
+from ..persistence import card_header, read_config, read_weights, saved_kind, validate_config
 from ..storage import ZooError
 from ..transform import ImageDecodeError, ImageInput
 from .base import Progress, Verifier
@@ -48,14 +48,7 @@ MAX_SIDE = 512  # default crop cap: the inversion cost grows with the pixel coun
 
 GeneratorLike = Union[torch.Generator, int, None]
 
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- verification
-- white-box
----
-
+CARD_TEMPLATE = card_header("image-forensics", "verification", "white-box") + """
 # {name}
 
 White-box calibration (RONAN / LatentTracer inversion of the VAE decoder) for `{model}`: an image
