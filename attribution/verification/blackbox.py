@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 
 from ..constants import FORMAT_VERSION
+from ..heads import HEADS, OpenSetHead
 from ..persistence import backbone_section, card_header, validate_config
 from .base import Progress, Verifier
 
 if TYPE_CHECKING:
     from ..features import Extracted, FeatureExtractor
-    from ..heads import OpenSetHead
     from ..transform import ImageInput
 
 CARD_TEMPLATE = card_header("image-forensics", "generator-attribution", "verification") + """
@@ -131,8 +131,6 @@ class BlackBoxVerifier(Verifier):
     @classmethod
     def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray],
                    **kwargs: Any) -> "BlackBoxVerifier":
-        from ..heads import HEADS
-
         section = meta["head"]
         if section.get("type") not in HEADS:
             raise ValueError(f"unknown head type {section.get('type')!r}")
