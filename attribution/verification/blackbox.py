@@ -108,8 +108,8 @@ class BlackBoxVerifier(Verifier):
     def _extract(self, images: list[ImageInput], progress: Progress | None) -> Iterator[list[Extracted]]:
         """The head's own input stage: the feature extractor (cache, crops, minimum size, repeated files)."""
         if self.extractor is None and self._backbone_config is not None:
+            from ..backbones import backbone_from_config  # torch: loaded with the first images
             from ..features import FeatureExtractor
-            from ..backbones import backbone_from_config
 
             options = dict(self._extractor_options)
             device = options.pop("device", None)

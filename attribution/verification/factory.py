@@ -85,8 +85,8 @@ def _saved(ref: str, expected: str | None, min_size: int | None = None, **option
 def _blackbox(rest: str, *, device: str | None = None, batch_size: int | None = None,
               min_size: int | None = None) -> Verifier:
     """``<head>#<class>``: the class of a zoo head, with the head's backbone (checked before it is loaded)."""
-    from ..features import FeatureExtractor
     from ..backbones import backbone_from_config
+    from ..features import FeatureExtractor
     from .blackbox import BlackBoxVerifier
 
     head_ref, hash_, label = rest.rpartition("#")
