@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +43,8 @@ import numpy as np
 from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, WEIGHTS_NAME
 from .persistence import dump_json
 from .storage import atomic_path, write_bytes
-from .transform import DecodedImage, walk_files
+from .inputs import walk_files
+from .transform import DecodedImage
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -60,6 +60,7 @@ ROWS_PER_FILE = 1000
 # identical resource requests, which would put decoding inside the model actors.
 DECODE_CPUS = 0.5
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+log = logging.getLogger(__name__)  # the CLI shows its warnings on stderr
 
 
 def require_ray() -> Any:
@@ -212,8 +213,7 @@ def read_done(output: str | os.PathLike) -> tuple[set[str], dict[str, set[str]]]
             columns = ["file", "error", *(["skipped"] if "skipped" in pq.read_schema(part).names else [])]
             table = pq.read_table(part, columns=columns)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
-            print(f"warning: unreadable part file {part} ({exc}); its images will be attributed again",
-                  file=sys.stderr)
+            log.warning("unreadable part file %s (%s); its images will be attributed again", part, exc)
             if part != output:
                 os.replace(part, part.with_name(f".{part.name}.unreadable"))
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -15,9 +16,24 @@ from typing import Any, Callable, Sequence
 
 from .batch import ROWS_PER_FILE
 from .constants import DEFAULT_BACKBONE, DEFAULT_ZOO_NAME, MIN_IMAGE_SIZE
-from .transform import InputFile, find_inputs
+from .inputs import InputFile, find_inputs
 
 ZOO_HELP = "head name, folder or hf-hub:org/repo (default: the shipped head)"
+
+
+class _StderrLog(logging.Handler):
+    """The package's log records on stderr as ``<level>: <message>``, like the CLI's own warnings (``sys.stderr``
+    read at each record, so a redirected stderr is followed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _log_to_stderr() -> None:
+    """Show the library's warnings (``logging``, logger ``attribution``) on stderr, once per process."""
+    logger = logging.getLogger(__package__)
+    if not any(isinstance(handler, _StderrLog) for handler in logger.handlers):
+        logger.addHandler(_StderrLog(logging.WARNING))
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
@@ -541,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.func(args)
     except KeyboardInterrupt:

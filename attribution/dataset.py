@@ -23,7 +23,8 @@ from PIL import Image
 
 from .constants import REAL
 from .names import normalize_label
-from .transform import ImageDecodeError, InputFile, load_image, walk_files
+from .inputs import InputFile, walk_files
+from .transform import ImageDecodeError, load_image
 
 DAY_GROUP = re.compile(r"^(\d{4}-\d\d-\d\d)_")  # file names of images made on one day from one prompt
 

@@ -9,7 +9,8 @@ and may hold
   head they were made for.
 
 :class:`HeadFolder` keeps a head with these (and the thumbnails of enrollments not saved yet) as one
-value and writes them together (:meth:`HeadFolder.save`); :func:`update_saved` changes a head saved in
+value and writes them together (:meth:`HeadFolder.save`, through :func:`attribution.zoo.save_pretrained`,
+the one way a head folder is written); :func:`update_saved` changes a head saved in
 a folder under the folder's lock, so concurrent changes, from threads or processes, are all kept.
 """
 from __future__ import annotations
@@ -24,7 +25,6 @@ from . import zoo
 from .constants import CONFIG_NAME, EXEMPLAR_DIR, HASHES_NAME
 from .duplicates import ExemplarHashes
 from .heads import OpenSetHead
-from .persistence import backbone_section
 from .storage import ZooError, folder_lock
 from .transform import ImageInput, load_image
 
@@ -135,8 +135,8 @@ class HeadFolder:
         return files
 
     def save(self, folder: str | os.PathLike, backbone_config: dict[str, Any], **extra: Any) -> HeadFolder:
-        """Write the head and its files to ``folder`` (atomically, under the folder's lock) over the features of
-        ``backbone_config`` (``Backbone.config()``), with ``extra`` added to the config and a fresh model card.
+        """Write the head and its files to ``folder`` (:func:`attribution.zoo.save_pretrained`) over the features
+        of ``backbone_config`` (``Backbone.config()``), with ``extra`` added to the config.
 
         Returns the head as saved there (``source`` is ``folder``, no unsaved thumbnails). Raises ``ZooError``
         for a user head named like a shipped one. The config's ``name`` is the folder's; figures that are not
@@ -148,11 +148,10 @@ class HeadFolder:
             config = {k: v for k, v in self.config.items() if k not in ("format_version", "head", "classes")}
             figures = [f for f in config.pop("figures", []) if f in files or (folder / f).is_file()]
             config.update({"figures": figures} if figures else {})
-            config.update(extra)
-            config.update(name=folder.name, classes=list(self.head.classes_), **backbone_section(backbone_config))
-            config = self.head.to_config(config)
-            zoo.save_head(folder, self.head, config, card=self.head.model_card(config), files=files)
-        return replace(self, config=config, source=folder, thumbnails={})
+            config.update(extra, name=folder.name)
+            zoo.save_pretrained(folder, self.head, backbone_config, files=files, **config)
+            saved = zoo.read_config(folder)
+        return replace(self, config=saved, source=folder, thumbnails={})
 
 
 def update_saved(folder: str | os.PathLike, current: HeadFolder, change: Callable[[HeadFolder], HeadFolder],

@@ -7,6 +7,7 @@ existing one is kept unless a new one is passed). The same files, zipped, are it
 (``format_version`` 2)::
 
     {"format_version": 2,
+     "kind": "head",                                                  # what the folder is (or "verifier")
      "head": {"type": "OpenSetHead", "params": {...}, "state": {...}},   # what was fitted
      "backbone": {"id": "...", "layers": [...], ...} | null,          # the features it reads
      "preprocess_cfg": {...} | null,                                  # how images become tensors
@@ -14,8 +15,12 @@ existing one is kept unless a new one is passed). The same files, zipped, are it
 
 Configs of ``format_version`` 1 (the same keys, flat: ``head``, ``head_params``, ``head_state``,
 ``backbone``, ``layers``...) still load: :func:`upgrade_config` nests them and the class's
-:meth:`PretrainedMixin.upgrade_state` converts its fitted state. A subclass brings ``get_params``,
+:meth:`PretrainedMixin.upgrade_state` converts its fitted state. A subclass brings ``kind``, ``get_params``,
 ``meta_dict`` (JSON-able fitted state), ``state_dict`` (arrays), ``from_state`` and ``model_card``.
+
+Every saved folder says what it is in its config's ``kind`` (``head``, ``verifier``, or ``network`` for a
+trained feature network); :func:`config_kind` is the one reader, and tells folders saved before ``kind``
+existed by their layout. :func:`resolve` finds a folder from a zoo name, a path or an ``hf-hub:`` id.
 Needs only NumPy and safetensors.
 """
 from __future__ import annotations
@@ -26,21 +31,51 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 
-from .constants import CARD_NAME, CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME
-from .storage import ZooError, folder_lock, resolve, write_folder
+from .constants import CARD_NAME, CONFIG_NAME, DEFAULT_ZOO_NAME, FORMAT_VERSION, WEIGHTS_NAME
+from .names import validate_head_name
+from .storage import (HUB_PREFIX, LOCAL_PREFIX, ZooError, download, folder_lock, is_path_ref, recover, write_folder,
+                      zoo_dirs, zoo_folders)
 
 T = TypeVar("T", bound="PretrainedMixin")
 BACKBONE_KEYS = ("layers", "pool", "window", "parts")  # with the id, what a backbone section holds
 MAX_BYTES = 256 * 2**20  # largest zip from_bytes reads (uncompressed)
+HEAD, VERIFIER, NETWORK = "head", "verifier", "network"  # the kinds of saved folder
+_ROLES = {"Head": HEAD, "Verifier": VERIFIER}  # type-name ending -> kind, for configs saved before ``kind``
 
 
 def dump_json(obj: Any) -> bytes:
     """The JSON of every saved config: sorted keys, indent 2, trailing newline."""
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def config_kind(config: dict[str, Any]) -> str | None:
+    """What a saved config describes: ``head``, ``verifier`` or ``network`` (:data:`HEAD`, :data:`VERIFIER`,
+    :data:`NETWORK`); ``None`` when it does not tell.
+
+    Its ``kind`` entry; a config saved before ``kind`` existed is told by its layout: a feature network has a
+    ``network`` entry and no head section, a head or a verifier is named by its type (``head.type``, or
+    ``head`` in format 1), whose name ends in its role (``OpenSetHead``, ``BlackBoxVerifier``).
+    """
+    if "kind" in config:
+        return config["kind"] if isinstance(config["kind"], str) else None
+    if "network" in config and "head" not in config:
+        return NETWORK
+    head = config.get("head")
+    type_name = head.get("type") if isinstance(head, dict) else head
+    if not isinstance(type_name, str):
+        return None
+    return next((kind for role, kind in _ROLES.items() if type_name.endswith(role)), None)
+
+
+def card_header(*tags: str, license: str | None = None) -> str:
+    """The YAML front matter of every model card the package writes, as the Hugging Face Hub reads it:
+    ``library_name: attribution``, ``tags`` and, when given, the ``license``."""
+    lines = ["---", "library_name: attribution", "tags:", *(f"- {tag}" for tag in tags)]
+    return "\n".join([*lines, *([f"license: {license}"] if license else []), "---"]) + "\n"
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +84,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     Raises ``ZooError`` for a version newer than this library or a config missing its head section.
     """
     version = config.get("format_version")
-    if "network" in config and "head" not in config:
+    if config_kind(config) == NETWORK:
         raise ZooError(f"this is the feature network {config['network']!r}, not a head or a verifier: use it as a "
                        f"backbone (e.g. residual_cnn:{config.get('name', '<name>')})")
     if not isinstance(version, int):
@@ -104,6 +139,64 @@ def read_config(folder: Path) -> dict[str, Any]:
     return validate_config(raw, folder)
 
 
+class SavedKind(NamedTuple):
+    """What a folder holds (see :func:`saved_kind`)."""
+
+    kind: str | None  # head, verifier or network; None when its config cannot be read or does not tell
+    type: str | None  # the class saved (``head.type``, or a network's ``network``)
+    params: dict[str, Any]  # its constructor arguments (``head.params``)
+
+
+def saved_kind(folder: Path) -> SavedKind:
+    """What ``folder`` holds, from its ``config.json`` in any format (:func:`config_kind`), without validating
+    it or reading weights; ``SavedKind(None, None, {})`` when there is no config to read."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return SavedKind(None, None, {})
+    if not isinstance(config, dict):
+        return SavedKind(None, None, {})
+    kind = config_kind(config)
+    if kind == NETWORK:
+        return SavedKind(kind, config.get("network"), {})
+    try:
+        head = upgrade_config(config)["head"]
+        type_name, params = head.get("type"), head.get("params")
+    except (ZooError, AttributeError):
+        return SavedKind(kind, None, {})
+    return SavedKind(kind, type_name if isinstance(type_name, str) else None,
+                     params if isinstance(params, dict) else {})
+
+
+def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> Path:
+    """Local folder holding the saved model named by ``ref``: a name in the shipped zoo or the user zoo,
+    a folder (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]`` (downloaded with
+    ``files`` as the allowed patterns, or read from the Hub cache offline). ``None``: the default head.
+
+    A ``Path`` is always a folder. Raises ``ZooError`` when nothing with a ``config.json`` is there (naming
+    the heads and verifiers of the zoo for a name), ``ValueError`` for a malformed name.
+    """
+    if isinstance(ref, os.PathLike):  # a Path is a folder, even one that reads like a name ("./head" -> "head")
+        ref = f"{LOCAL_PREFIX}{os.fspath(ref)}"
+    ref = str(ref) if ref is not None else DEFAULT_ZOO_NAME
+    if ref.startswith(HUB_PREFIX):
+        return download(ref[len(HUB_PREFIX):], files)
+    if is_path_ref(ref):
+        path = Path(ref.removeprefix(LOCAL_PREFIX)).expanduser()
+        recover(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise ZooError(f"nothing saved at {path} (missing {CONFIG_NAME})")
+        return path
+    name = validate_head_name(ref)
+    for base in zoo_dirs():
+        recover(base / name)
+        if (base / name / CONFIG_NAME).is_file():
+            return base / name
+    available = sorted({folder.name for _, folder in zoo_folders()
+                        if (folder / CONFIG_NAME).is_file() and saved_kind(folder).kind != NETWORK})
+    raise ZooError(f"no zoo head named {name!r}; available: {available or 'none'}")
+
+
 def read_weights(folder: Path) -> dict[str, np.ndarray]:
     """The arrays of ``model.safetensors`` in ``folder`` (empty when a model has no arrays)."""
     from safetensors.numpy import load_file
@@ -133,13 +226,14 @@ def flat_backbone_config(config: dict[str, Any]) -> dict[str, Any]:
 class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``to_bytes`` / ``from_bytes`` for heads and verifiers.
 
-    Subclasses store their constructor arguments under their own names (``get_params`` reads them, but
-    those named in ``_unsaved``) and implement ``meta_dict()`` (JSON-able fitted state), ``state_dict()``
+    Subclasses set :attr:`kind` (what their folders are, see :func:`config_kind`), store their constructor
+    arguments under their own names (``get_params`` reads them, but those named in ``_unsaved``) and implement ``meta_dict()`` (JSON-able fitted state), ``state_dict()``
     (NumPy arrays), ``from_state(params, meta, arrays, **kwargs)`` and ``model_card(config)``; they may
     override :meth:`upgrade_state` (older fitted state) and :meth:`from_config` (to read other parts of
     the config, e.g. the backbone).
     """
 
+    kind: ClassVar[str]  # HEAD or VERIFIER, written to the config
     card_template: ClassVar[str] = "# {name}\n\nSaved `{type}`.\n"
     _unsaved: ClassVar[tuple[str, ...]] = ()  # constructor arguments not saved in the config (models, devices)
 
@@ -191,10 +285,10 @@ class PretrainedMixin:
 
     # ------------------------------------------------------------------ config
     def to_config(self, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``config`` (backbone, preprocessing, name, training...) with this model's ``head`` section and
-        the current ``format_version``."""
+        """``config`` (backbone, preprocessing, name, training...) with this model's ``head`` section, its
+        ``kind`` and the current ``format_version``."""
         out = {k: v for k, v in (config or {}).items() if k != "upgraded_from"}
-        out.update(format_version=FORMAT_VERSION,
+        out.update(format_version=FORMAT_VERSION, kind=self.kind,
                    head={"type": type(self).__name__, "params": self.get_params(), "state": self.meta_dict()})
         return out
 

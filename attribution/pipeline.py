@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, backbone_from_config
 from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
@@ -19,7 +19,8 @@ from .heads import OpenSetHead
 from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, Decision
 from .names import normalize_label
 from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
-from .transform import ImageInput, file_name
+from .inputs import file_name
+from .transform import ImageInput
 from . import zoo
 from .persistence import flat_backbone_config
 from .verification.base import false_match_rate_at
@@ -27,12 +28,6 @@ from .verification.blackbox import BlackBoxVerifier
 
 MIN_ENROLL_IMAGES = 3
 MAX_ENROLL_IMAGES = 200
-
-
-def backbone_from_config(config: dict[str, Any], device: str | None = None) -> Backbone:
-    """The backbone a head was trained on, rebuilt from its config (``backbone`` and ``preprocess_cfg`` parts)."""
-    options = dict(config["backbone"])
-    return create_backbone(options.pop("id"), preprocess_cfg=config["preprocess_cfg"], device=device, **options)
 
 
 class Attributor:

@@ -1,5 +1,6 @@
 """Where saved things live and how they are written: the one place for atomic writes, folder swaps,
-locks and resolving a reference (zoo name, folder, ``hf-hub:`` id) to a local folder.
+locks, the zoo folders and Hub downloads (what a folder holds is read by :mod:`attribution.persistence`,
+which resolves a reference to one).
 
 Every write goes to a temporary name beside its target and is renamed over it, so a crash leaves the
 old or the new version, never a mix. Folders are swapped with two renames; :func:`recover` finishes a
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import tempfile
@@ -17,8 +17,6 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .constants import CONFIG_NAME, DEFAULT_ZOO_NAME
-from .names import validate_head_name
 
 SHIPPED_ZOO = Path(__file__).resolve().parent.parent / "zoo"
 HUB_PREFIX = "hf-hub:"
@@ -163,46 +161,9 @@ def zoo_folders() -> list[tuple[str, Path]]:
             for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))]
 
 
-def is_network(folder: Path) -> bool:
-    """Whether ``folder`` holds a trained feature network (e.g. the residual CNN), not a head or a verifier."""
-    try:
-        return "network" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
-        return False
-
-
 def is_path_ref(ref: str) -> bool:
     """Whether ``ref`` names a folder (``local-dir:``, a path separator or a leading ``.``), not a zoo name."""
     return ref.startswith(LOCAL_PREFIX) or os.sep in ref or ref.startswith(".")
-
-
-def resolve(ref: str | os.PathLike | None = None, files: Sequence[str] = ()) -> Path:
-    """Local folder holding the saved model named by ``ref``: a name in the shipped zoo or the user zoo,
-    a folder (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]`` (downloaded with
-    ``files`` as the allowed patterns, or read from the Hub cache offline). ``None``: the default head.
-
-    A ``Path`` is always a folder. Raises ``ZooError`` when nothing with a ``config.json`` is there,
-    ``ValueError`` for a malformed name.
-    """
-    if isinstance(ref, os.PathLike):  # a Path is a folder, even one that reads like a name ("./head" -> "head")
-        ref = f"{LOCAL_PREFIX}{os.fspath(ref)}"
-    ref = str(ref) if ref is not None else DEFAULT_ZOO_NAME
-    if ref.startswith(HUB_PREFIX):
-        return download(ref[len(HUB_PREFIX):], files)
-    if is_path_ref(ref):
-        path = Path(ref.removeprefix(LOCAL_PREFIX)).expanduser()
-        recover(path)
-        if not (path / CONFIG_NAME).is_file():
-            raise ZooError(f"nothing saved at {path} (missing {CONFIG_NAME})")
-        return path
-    name = validate_head_name(ref)
-    for base in zoo_dirs():
-        recover(base / name)
-        if (base / name / CONFIG_NAME).is_file():
-            return base / name
-    available = sorted({folder.name for _, folder in zoo_folders()
-                        if (folder / CONFIG_NAME).is_file() and not is_network(folder)})
-    raise ZooError(f"no zoo head named {name!r}; available: {available or 'none'}")
 
 
 def download(repo: str, files: Sequence[str] = ()) -> Path:

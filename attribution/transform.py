@@ -9,11 +9,9 @@ import io
 import math
 import os
 import stat
-import warnings
-from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,6 +28,10 @@ except ImportError:  # pragma: no cover - then HEIC files get an unsupported_for
     pass
 else:
     register_heif_opener()
+
+# Pillow's own guard agrees with ours, set once here (the setting is process-wide: never changed per image).
+# Pillow errors beyond twice its limit and only warns between; :func:`_open` checks the header size itself.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
@@ -80,102 +82,6 @@ class PreprocessCfg:
     def from_dict(cls, d: dict[str, Any]) -> "PreprocessCfg":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-class InputFile(os.PathLike):
-    """A path to attribute, remembering whether it was found by walking a folder (``walked``) or named by
-    the user: a walked file whose bytes are no image is skipped, a named one is an error."""
-
-    __slots__ = ("path", "walked")
-
-    def __init__(self, path: str | os.PathLike, walked: bool = False) -> None:
-        self.path = os.fspath(path)
-        self.walked = walked
-
-    def __fspath__(self) -> str:
-        return self.path
-
-    def __str__(self) -> str:
-        return self.path
-
-    def __repr__(self) -> str:
-        return f"InputFile({self.path!r}, walked={self.walked})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, InputFile) and (self.path, self.walked) == (other.path, other.walked)
-
-    def __hash__(self) -> int:
-        return hash((self.path, self.walked))
-
-
-def walk_files(folder: str | os.PathLike) -> list[Path]:
-    """Every regular, non-hidden file under ``folder``, recursively, sorted, whatever its extension.
-
-    Names starting with ``.`` (``.DS_Store``, ``.git/``) are skipped. Symbolic links are followed once
-    every real folder has been listed, and each folder and file is listed once (by device and inode),
-    so a file reached through a link is listed under its real path when it has one, and a link loop
-    ends. A dangling link, a special file or a folder that cannot be listed is returned as it is, so
-    that it gets an error row.
-    """
-    seen: set[tuple[int, int]] = set()
-    found: list[Path] = []
-    folders: deque[Path] = deque([Path(folder)])
-    links: deque[Path] = deque()  # followed after every real folder is listed
-    while folders or links:
-        if not folders:
-            link = links.popleft()
-            try:
-                st = link.stat()
-            except OSError:
-                found.append(link)  # dangling: a not_found row
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                folders.append(link)
-            elif (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                found.append(link)
-            continue
-        directory = folders.popleft()
-        try:
-            st = directory.stat()
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            found.append(directory)  # cannot be listed: an unreadable row
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_symlink():
-                    links.append(Path(entry.path))
-                elif entry.is_dir(follow_symlinks=False):
-                    folders.append(Path(entry.path))
-                else:
-                    st = entry.stat(follow_symlinks=False)
-                    if (st.st_dev, st.st_ino) not in seen:  # a hard link of a listed file is not listed again
-                        seen.add((st.st_dev, st.st_ino))
-                        found.append(Path(entry.path))
-            except OSError:
-                found.append(Path(entry.path))
-    return sorted(found)
-
-
-def find_inputs(paths: Iterable[str | os.PathLike]) -> list[InputFile]:
-    """Files as given (``walked=False``); folders replaced by their :func:`walk_files` (``walked=True``)."""
-    found: list[InputFile] = []
-    for p in map(Path, paths):
-        found += [InputFile(f, walked=True) for f in walk_files(p)] if p.is_dir() else [InputFile(p)]
-    return found
-
-
-def file_name(image: ImageInput) -> str | None:
-    """The absolute path of a path input, else the ``filename`` an image carries, else ``None``."""
-    if isinstance(image, (str, os.PathLike)):
-        return str(Path(image).resolve())
-    return getattr(image, "filename", None) or None
 
 
 @dataclass
@@ -269,19 +175,17 @@ _SUPPORTED_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF
 
 
 def _open(data: bytes, max_frames: int) -> DecodedImage:
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    """Decode encoded bytes, refusing an image larger than ``MAX_IMAGE_PIXELS`` from its header size, before its
+    pixels are decoded. Changes no process-wide setting (Pillow's limit, warning filters): safe in threads."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)", "too_large")
-                return _decode(im, max_frames)
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"image too large ({w}x{h} px; limit {MAX_IMAGE_PIXELS:,} px)", "too_large")
+            return _decode(im, max_frames)
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning: under -W error
         raise ImageDecodeError(f"image too large (decompression bomb guard): {exc}", "too_large") from None
     except UnidentifiedImageError:
         code, name = _sniff(data)
@@ -292,8 +196,6 @@ def _open(data: bytes, max_frames: int) -> DecodedImage:
         raise ImageDecodeError("not a recognised image format", code) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}", "truncated") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")

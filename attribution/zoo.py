@@ -1,13 +1,14 @@
 """The zoo: attribution heads stored as Hugging Face model repos (``config.json``, ``model.safetensors``, ``README.md``,
 optionally ``exemplar_hashes.json``, the duplicate index).
 
-References resolve through :func:`attribution.storage.resolve`: a head name in the shipped ``zoo/`` or the
+References resolve through :func:`attribution.persistence.resolve`: a head name in the shipped ``zoo/`` or the
 user zoo (shipped first: a user head can never shadow a shipped one, and saving one under a shipped
 name is refused), a folder path (optionally ``local-dir:``-prefixed) or ``hf-hub:org/repo[@revision]``.
 Heads made by enrollment get derived names (:func:`derived_head_name`) and record their ``base_head``.
 Heads are saved by :class:`~attribution.persistence.PretrainedMixin` (atomic, JSON and safetensors only,
 never pickle); this module adds what is particular to heads: the class registry, the duplicate index,
-listing and publishing.
+the rules of a zoo folder (:func:`save_pretrained`, the one way a head folder is written), listing and
+publishing.
 """
 from __future__ import annotations
 
@@ -20,13 +21,11 @@ from .constants import CARD_NAME, CONFIG_NAME, EXEMPLAR_DIR, HASHES_NAME, WEIGHT
 from .duplicates import ExemplarHashes
 from .heads import HEADS, BaseHead
 from .names import validate_head_name
-from .persistence import backbone_section, read_weights
+from .persistence import HEAD, backbone_section, read_weights, saved_kind
 from .persistence import read_config as _read_any_config
+from .persistence import resolve as _resolve
 from .persistence import validate_config as _validate_any_config
-from .storage import (HUB_PREFIX, LOCAL_PREFIX, SHIPPED_ZOO, ZooError, folder_lock, is_network,  # noqa: F401
-                      user_zoo_dir, write_bytes, zoo_dirs, zoo_folders)
-from .storage import resolve as _resolve
-from .verification.factory import VERIFIERS, saved_type
+from .storage import SHIPPED_ZOO, ZooError, folder_lock, user_zoo_dir, write_bytes, zoo_folders
 
 HEAD_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, HASHES_NAME]  # what a head is, on the Hub too
 
@@ -104,32 +103,29 @@ def read_hashes(folder: Path) -> ExemplarHashes | None:
 
 
 # -------------------------------------------------------------------- saving
-def save_head(folder: str | os.PathLike, head: BaseHead, config: dict[str, Any], card: str | None = None,
-              files: dict[str, bytes] | None = None) -> Path:
-    """Save ``head`` with ``config`` (backbone, preprocessing, name, training...) as a zoo folder, atomically
-    (an existing model card is kept unless ``card`` is given). Thumbnails of classes the head no longer has
-    are not kept. Refuses a user head named like a shipped one."""
+def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any], /, *,
+                    hashes: ExemplarHashes | None = None, files: dict[str, bytes] | None = None,
+                    **extra: Any) -> Path:
+    """Save ``head`` as a zoo folder over the features of ``backbone_config`` (``Backbone.config()``), with
+    ``extra`` config entries (name, training, metrics...; a loaded config may be passed whole, its head,
+    classes and backbone parts are replaced), its duplicate index ``hashes`` and ``files`` (name relative to
+    the folder -> bytes: thumbnails, figures), atomically, under the folder's lock, with a fresh model card.
+
+    Files already in the folder are kept, but thumbnails of classes the head no longer has. Raises
+    ``ZooError`` for a user head named like a shipped one or a config no head could be loaded from.
+    """
     folder = Path(folder)
     classes = list(head.meta_dict().get("classes_", []))
-    config = {**config, "classes": classes}
-    validate_config(head.to_config(config), folder)
+    config = {**extra, **backbone_section(backbone_config), "classes": classes}
+    full = validate_config(head.to_config(config), folder)
     _check_not_shadowing(folder)
+    files = {**(files or {}), **({HASHES_NAME: hashes.to_bytes()} if hashes is not None else {})}
 
     def keep(relative: str) -> bool:
         parts = relative.split("/")
         return not (parts[0] == EXEMPLAR_DIR and len(parts) > 2 and parts[1] not in classes)
 
-    return head.save_pretrained(folder, config, card=card, files=files, keep=keep)
-
-
-def save_pretrained(folder: str | os.PathLike, head: BaseHead, backbone_config: dict[str, Any],
-                    hashes: ExemplarHashes | None = None, **extra: Any) -> Path:
-    """Save a newly trained ``head`` over the features of ``backbone_config`` (``Backbone.config()``), with its
-    duplicate index when given and a fresh model card."""
-    config = {**backbone_section(backbone_config), **extra}
-    files = {HASHES_NAME: hashes.to_bytes()} if hashes is not None else None
-    full = head.to_config({**config, "classes": list(head.meta_dict().get("classes_", []))})
-    return save_head(folder, head, config, card=head.model_card(full), files=files)
+    return head.save_pretrained(folder, config, card=head.model_card(full), files=files, keep=keep)
 
 
 def save_hashes(ref: str | os.PathLike, hashes: ExemplarHashes) -> Path:
@@ -153,7 +149,7 @@ def list_zoo() -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     shipped: set[str] = set()
     for origin, folder in zoo_folders():
-        if is_network(folder) or saved_type(folder) in VERIFIERS:  # verifiers: list_verifiers
+        if saved_kind(folder).kind not in (HEAD, None):  # verifiers: list_verifiers; networks: backbones
             continue
         entry: dict[str, Any] = {"name": folder.name, "origin": origin, "path": str(folder),
                                  "shadowed": origin == "user" and folder.name in shipped}

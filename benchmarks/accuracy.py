@@ -43,8 +43,10 @@ from attribution.backbones import create_backbone  # noqa: E402
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
 from attribution.features import FeatureCache, backbone_key  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
+from attribution.inputs import walk_files  # noqa: E402
+from attribution.persistence import flat_backbone_config  # noqa: E402
 from attribution.training import list_dataset, real_source  # noqa: E402
-from attribution.transform import load_image, walk_files  # noqa: E402
+from attribution.transform import load_image  # noqa: E402
 from folds import CACHE, DEFAULT_DATA, fold_network, make_folds  # noqa: E402
 
 IMAGE_FEATURES = "efficientnet_lite2:imagenet+residual_spectra"  # the untrained part, shared by every fold
@@ -347,7 +349,7 @@ def write_zoo(folder: Path, runs: dict[str, Fold], mean: dict, rows: dict, held:
                                      "thresholds from the other folds' held-out scores (benchmarks/accuracy.py)",
                          "per_fold": {f: {k: round(v, 4) for k, v in r.items()} for f, r in rows.items()}}
     config["figures"] = sorted(files)
-    zoo.save_head(folder, head, config, card=head.model_card(head.to_config(config)), files=files)
+    zoo.save_pretrained(folder, head, flat_backbone_config(config), files=files, **config)
     print(f"metrics written to {folder}", file=sys.stderr)
 
 

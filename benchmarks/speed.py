@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from attribution import Attributor  # noqa: E402
 from attribution.constants import IMAGE_EXTENSIONS  # noqa: E402
-from attribution.transform import load_image, walk_files  # noqa: E402
+from attribution.inputs import walk_files  # noqa: E402
+from attribution.transform import load_image  # noqa: E402
 
 
 def pick_images(data: Path, n: int) -> list[Path]:

@@ -6,6 +6,7 @@ EfficientNet-Lite0 at 64 px keeps the model cheap on a shared 2-core CPU.
 import contextlib
 import io
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -227,6 +228,18 @@ def test_list_inputs_folder_glob_and_manifests(images, tmp_path, monkeypatch):
     pacsv.write_csv(pa.table({"file": ["a.png"]}), tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="'path' column"):
         list_inputs([str(tmp_path / "bad.csv")])
+
+
+def test_an_unreadable_part_is_set_aside_with_a_warning_the_cli_shows(tmp_path, caplog, capsys):
+    pytest.importorskip("pyarrow")
+    (tmp_path / "part-broken.parquet").write_bytes(b"not parquet")
+    with caplog.at_level("WARNING", logger="attribution.batch"):
+        assert read_done(tmp_path) == (set(), {})
+    assert "unreadable part file" in caplog.text and (tmp_path / ".part-broken.parquet.unreadable").is_file()
+    capsys.readouterr()
+    assert cli.main(["zoo", "list"]) == 0  # the CLI shows the library's warnings on stderr
+    logging.getLogger("attribution.batch").warning("unreadable part file x")
+    assert capsys.readouterr().err == "warning: unreadable part file x\n"
 
 
 def test_missing_ray_says_how_to_install(monkeypatch):

@@ -60,6 +60,23 @@ def test_residual_spectra_see_periodic_traces():
         residual_spectra(torch.zeros(1, 3, 50, 50))
 
 
+def test_every_family_has_a_builder_and_raw_pixel_features_see_the_crop_itself():
+    """The registry names each family once; backbones computing on raw pixels (spectra, residual CNN, the
+    EfficientNet's spectrum layers) get the crop's own 0-255 values back from :meth:`Backbone.pixels`."""
+    from attribution.backbones import BACKBONES
+    from attribution.backbones.forensic import residual_spectra
+
+    assert {"residual_spectra", "residual_cnn", "efficientnet_late", "efficientnet_lite0"} <= set(BACKBONES)
+    arr = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    spectra = create_backbone("residual_spectra", preprocess_cfg={"size": 64, "n_crops": 1}, device="cpu")
+    x = spectra.transform(Image.fromarray(arr))
+    raw = torch.from_numpy(arr).permute(2, 0, 1)[None].float()
+    assert torch.allclose(spectra.pixels(x), raw, atol=1e-3)
+    direct = residual_spectra(raw)
+    assert torch.allclose(torch.cat(spectra._forward_layers(x), dim=1),
+                          torch.cat([direct["spectrum"], direct["radial"]], dim=1), atol=1e-4)
+
+
 def test_forensic_layers_without_the_network():
     b = create_backbone("efficientnet_lite0:imagenet", layers=["radial"])
     assert b._last_block < 0 and b.encode(torch.randn(2, 3, 64, 64)).shape == (2, 48)

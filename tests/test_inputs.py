@@ -10,7 +10,8 @@ from conftest import make_image
 
 from attribution import Attributor
 from attribution.constants import UNCERTAIN, UNKNOWN
-from attribution.transform import ERROR_CODES, ImageDecodeError, InputFile, decode_image, find_inputs, walk_files
+from attribution.inputs import InputFile, find_inputs, walk_files
+from attribution.transform import ERROR_CODES, ImageDecodeError, decode_image
 
 
 def photo(h=120, w=160, seed=0) -> Image.Image:

@@ -12,7 +12,7 @@ import pytest
 
 from attribution.constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from attribution.heads import OpenSetHead
-from attribution.persistence import upgrade_config
+from attribution.persistence import config_kind, saved_kind, upgrade_config
 from attribution.storage import ZooError, atomic_path, folder_lock, write_bytes
 
 
@@ -113,3 +113,49 @@ def test_a_folder_in_the_working_directory_loads_by_relative_path(tmp_path, monk
     (network / CONFIG_NAME).write_text(json.dumps({"network": "ResidualCNN", "classes": ["real", "a"]}))
     with pytest.raises(ZooError, match="feature network 'ResidualCNN', not a head"):
         zoo.load_head(network)
+
+
+@pytest.mark.parametrize("config, kind", [
+    ({"format_version": 2, "kind": "head", "head": {"type": "OpenSetHead"}}, "head"),
+    ({"format_version": 2, "kind": "verifier", "head": {"type": "BlackBoxVerifier"}}, "verifier"),
+    ({"kind": "network", "network": "ResidualCNN"}, "network"),
+    # saved before ``kind`` existed: told by the layout
+    ({"format_version": 2, "head": {"type": "OpenSetHead", "params": {}, "state": {}}}, "head"),
+    ({"format_version": 2, "head": {"type": "WhiteBoxVerifier", "params": {}, "state": {}}}, "verifier"),
+    ({"format_version": 1, "head": "OpenSetHead", "head_params": {}, "head_state": {}}, "head"),
+    ({"format_version": 2, "head": "OCCCLIPVerifier", "head_params": {}}, "verifier"),  # flat, as OCC-CLIP wrote it
+    ({"network": "ResidualCNN", "classes": ["real", "a"]}, "network"),
+    ({"format_version": 2, "head": {"type": "SomethingElse"}}, None),
+    ({"format_version": 2}, None),
+])
+def test_config_kind_reads_kind_or_tells_it_from_older_layouts(config, kind):
+    assert config_kind(config) == kind
+
+
+def test_every_saved_folder_says_what_it_is(tmp_path):
+    from attribution.verification import BlackBoxVerifier
+
+    head, _ = fitted_head()
+    saved = {"head": head.save_pretrained(tmp_path / "h", {"classes": head.classes_}),
+             "verifier": BlackBoxVerifier(head, "a").save_pretrained(tmp_path / "v")}
+    for kind, folder in saved.items():
+        assert json.loads((folder / CONFIG_NAME).read_text())["kind"] == kind
+    assert saved_kind(saved["head"]) == ("head", "OpenSetHead", head.get_params())
+    assert saved_kind(saved["verifier"]) == ("verifier", "BlackBoxVerifier", {"label": "a"})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / CONFIG_NAME).write_text("{not json")
+    assert saved_kind(tmp_path / "broken") == (None, None, {}) == saved_kind(tmp_path / "missing")
+
+
+def test_a_saved_network_says_it_is_one_and_older_networks_are_told_too(tmp_path):
+    from attribution.backbones.residual_cnn import ResidualCNN, load_network
+    from attribution.recipes.residual_cnn import save_network
+
+    config = {"network": "ResidualCNN", "classes": ["real", "a"], "widths": [4, 4], "strides": [1, 2],
+              "recipe": {"steps": 0}}
+    folder = save_network(tmp_path / "net", ResidualCNN(2, [4, 4], [1, 2]), config)
+    saved = json.loads((folder / CONFIG_NAME).read_text())
+    assert saved["kind"] == "network" and saved_kind(folder) == ("network", "ResidualCNN", {})
+    (folder / CONFIG_NAME).write_text(json.dumps({k: v for k, v in saved.items() if k != "kind"}))
+    assert saved_kind(folder).kind == "network"  # saved before ``kind`` existed
+    assert load_network(str(folder))[1]["classes"] == ["real", "a"]

@@ -1,12 +1,18 @@
 
+import struct
+import threading
+import warnings
+import zlib
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
 from attribution.backbones.base import average_views
-from attribution.transform import ImageDecodeError, PreprocessCfg, image_transform, load_image
-from conftest import make_image
+from attribution.constants import MAX_IMAGE_PIXELS
+from attribution.transform import ImageDecodeError, PreprocessCfg, decode_image, image_transform, load_image
+from conftest import make_image, png_chunk
 
 
 def test_metadata_is_dropped_and_pixels_kept(tmp_path):
@@ -76,3 +82,54 @@ def test_bad_cfg():
         PreprocessCfg(n_crops=3)
     with pytest.raises(ValueError):
         PreprocessCfg(resize_mode="squash")
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG declaring ``width`` x ``height`` px with almost no data (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, for "just_over"
+def test_decoding_threads_refuse_every_bomb_and_change_no_process_wide_setting(tmp_path):
+    """Bombs are ``too_large`` and normal images decode, every time, while other threads decode too; no thread
+    sets Pillow's limit or the warning filters (both process-wide) meanwhile."""
+    inputs = {"bomb": header_only_png(40_000, 40_000),  # beyond twice the limit: Pillow's own error
+              "just_over": header_only_png(10_001, MAX_IMAGE_PIXELS // 10_001 + 1),  # only the size check sees it
+              "png": make_image(tmp_path / "a.png").read_bytes(),
+              "jpeg": make_image(tmp_path / "b.jpg", fmt="JPEG").read_bytes()}
+    expected = {"bomb": "too_large", "just_over": "too_large", "png": "ok", "jpeg": "ok"}
+    rounds = 200
+    barrier = threading.Barrier(len(inputs))
+    results: dict[str, list[str]] = {name: [] for name in inputs}
+    settings = {(Image.MAX_IMAGE_PIXELS, len(warnings.filters))}
+    done = threading.Event()
+
+    def decode(name: str, data: bytes) -> None:
+        for _ in range(rounds):
+            barrier.wait()
+            try:
+                decode_image(data)
+                results[name].append("ok")
+            except ImageDecodeError as exc:
+                results[name].append(exc.code)
+
+    def watch() -> None:
+        while not done.is_set():
+            settings.add((Image.MAX_IMAGE_PIXELS, len(warnings.filters)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=decode, args=item) for item in inputs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    settings.add((Image.MAX_IMAGE_PIXELS, len(warnings.filters)))
+    wrong = {name: sorted({r for r in got if r != expected[name]}) for name, got in results.items()}
+    assert all(len(got) == rounds for got in results.values())
+    assert not any(wrong.values()), f"wrong results: {wrong}"
+    assert len(settings) == 1, f"Pillow's limit / warning filters seen: {sorted(settings, key=str)}"

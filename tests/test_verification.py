@@ -73,6 +73,28 @@ def test_a_saved_blackbox_verifier_rebuilds_its_backbone(spectra_verifier, tmp_p
     assert "blackbox-b" not in {e["name"] for e in list_zoo()}
 
 
+@pytest.mark.parametrize("layout", ["format 2 without kind", "format 1"])
+def test_verifiers_saved_before_kind_still_load_and_are_listed(layout, spectra_verifier, tmp_path, user_home):
+    import json
+
+    from attribution.constants import CONFIG_NAME
+
+    verifier, images = spectra_verifier
+    probe = [images["b"][0], images["a"][1]]
+    expected = [r.to_json() for r in verifier.verify(probe)]
+    folder = verifier.save_pretrained(user_home / "zoo" / "old-blackbox", {"name": "old-blackbox"})
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config.pop("kind") == "verifier"
+    if layout == "format 1":  # the flat layout
+        head, backbone = config.pop("head"), config.pop("backbone")
+        config.update({"format_version": 1, "head": head["type"], "head_params": head["params"],
+                       "head_state": head["state"], "backbone": backbone.pop("id"), **backbone})
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    assert [r.to_json() for r in load_verifier("old-blackbox").verify(probe)] == expected
+    assert [(e["name"], e["type"], e["model"]) for e in list_verifiers()] == [("old-blackbox", "BlackBoxVerifier", "b")]
+    assert "old-blackbox" not in {e["name"] for e in list_zoo()}
+
+
 def test_import_loads_neither_open_clip_nor_diffusers():
     code = ("import sys, attribution.verification as v; v.load_verifier; v.Verifier; v.BlackBoxVerifier; "
             "assert not {'open_clip', 'diffusers'} & set(sys.modules), 'imported too much'")

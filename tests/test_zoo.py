@@ -13,6 +13,7 @@ import pytest
 from attribution import zoo
 from attribution.constants import CONFIG_NAME, WEIGHTS_NAME
 from attribution.heads import OpenSetHead
+from attribution.persistence import saved_kind
 
 BACKBONE_CFG = {"backbone": "efficientnet_lite0:imagenet", "layers": ["blocks.6"],
                 "preprocess_cfg": {"size": 224, "n_crops": 1}, "pool": "mean"}
@@ -160,3 +161,41 @@ def test_user_heads_never_shadow_shipped_ones(user_home):
     entries = {(e["name"], e["origin"]): e for e in zoo.list_zoo()}
     assert entries[(derived, "user")]["base_head"] == shipped[0]
     assert entries[(shipped[0], "shipped")]["shadowed"] is False and entries[(shipped[0], "user")]["shadowed"] is True
+
+
+def as_format_1(config):
+    """A current head config in the flat layout of ``format_version`` 1 (thresholds where higher is worse)."""
+    head, backbone = config["head"], config["backbone"]
+    state = {**head["state"], "offset_": -head["state"]["offset_"],
+             "distance_offset_": -head["state"]["distance_offset_"]}
+    return {"format_version": 1, "head": head["type"], "head_params": head["params"], "head_state": state,
+            "backbone": backbone["id"], **{k: v for k, v in backbone.items() if k != "id"},
+            "preprocess_cfg": config["preprocess_cfg"], "classes": config["classes"], "name": config.get("name")}
+
+
+@pytest.mark.parametrize("layout", ["format 2 without kind", "format 1"])
+def test_heads_saved_before_kind_still_load_and_are_listed(layout, user_home):
+    head, X = fitted_head()
+    folder = zoo.save_pretrained(zoo.user_zoo_dir() / "old-head", head, BACKBONE_CFG, name="old-head")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config.pop("kind") == "head"
+    (folder / CONFIG_NAME).write_text(json.dumps(as_format_1(config) if layout == "format 1" else config))
+    assert saved_kind(folder).kind == "head"
+    loaded, _ = zoo.load_head("old-head")
+    assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
+    [entry] = [e for e in zoo.list_zoo() if e["name"] == "old-head"]
+    assert "error" not in entry and entry["head"] == "OpenSetHead"
+    zoo.save_pretrained(folder, loaded, BACKBONE_CFG)  # saved again: current format, with its kind
+    assert json.loads((folder / CONFIG_NAME).read_text())["kind"] == "head"
+
+
+@pytest.mark.parametrize("with_kind", [True, False])
+def test_networks_are_never_listed_or_offered_as_heads(with_kind, user_home):
+    network = zoo.user_zoo_dir() / "my-network"
+    network.mkdir(parents=True)
+    config = {"network": "ResidualCNN", "classes": ["real", "a"], **({"kind": "network"} if with_kind else {})}
+    (network / CONFIG_NAME).write_text(json.dumps(config))
+    assert "my-network" not in {e["name"] for e in zoo.list_zoo()}
+    with pytest.raises(zoo.ZooError, match="no zoo head named 'nothing'; available: ") as error:
+        zoo.load_head("nothing")
+    assert "my-network" not in str(error.value)

@@ -19,13 +19,6 @@ def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Te
     return torch.nn.functional.normalize(means, dim=1)
 
 
-def unnormalize(x: torch.Tensor, cfg: PreprocessCfg) -> torch.Tensor:
-    """Pixels in 0-255 (float32) back from a batch ``x`` (n, 3, H, W) normalised by ``cfg``'s mean and std."""
-    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
-    return (x.float() * std + mean) * 255.0
-
-
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,6 +49,14 @@ class Backbone(ABC):
         """Change preprocessing fields (e.g. ``n_crops``, ``size``) without reloading the weights."""
         self.preprocess_cfg = PreprocessCfg.from_dict({**self.preprocess_cfg.to_dict(), **changes})
         self.transform = image_transform(self.preprocess_cfg)
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in 0-255 (float32) back from a batch ``x`` ``(n, 3, H, W)`` as :meth:`encode` gets it (normalised
+        by this backbone's preprocessing mean and std), for features computed on raw pixels."""
+        cfg = self.preprocess_cfg
+        mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+        return (x.float() * std + mean) * 255.0
 
     @abstractmethod
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:

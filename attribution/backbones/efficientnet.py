@@ -12,7 +12,7 @@ import torch
 
 from ..constants import INCEPTION_MEAN, INCEPTION_STD
 from ..transform import PreprocessCfg
-from .base import Backbone, unnormalize
+from .base import Backbone
 from .forensic import FORENSIC_LAYERS, residual_spectra
 
 VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
@@ -91,7 +91,7 @@ class EfficientNetBackbone(Backbone):
         m = self.model
         out: dict[str, torch.Tensor] = {}
         if any(name in FORENSIC_LAYERS for name in self.layers):
-            out.update(residual_spectra(unnormalize(x, self.preprocess_cfg)))
+            out.update(residual_spectra(self.pixels(x)))
         if self._last_block < 0:
             return [out[name] for name in self.layers]
         h = m.bn1(m.conv_stem(x))

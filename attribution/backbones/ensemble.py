@@ -26,7 +26,7 @@ from torch import nn
 
 from ..constants import CONFIG_NAME, REAL, WEIGHTS_NAME
 from ..transform import PreprocessCfg
-from .base import Backbone, unnormalize
+from .base import Backbone
 from .residual_cnn import DEFAULT_WINDOW, ResidualCNN
 
 ENSEMBLE_NETWORK = "ForensicEnsemble"
@@ -71,7 +71,8 @@ def load_ensemble(ref: str) -> tuple[ForensicEnsemble, dict[str, Any]]:
     ``config.json`` and ``model.safetensors`` are read. Raises ``ZooError`` when they do not fit."""
     from safetensors.torch import load
 
-    from ..storage import ZooError, resolve
+    from ..persistence import resolve
+    from ..storage import ZooError
 
     folder = resolve(ref)
     try:
@@ -130,7 +131,7 @@ class EnsembleBackbone(Backbone):
         return self.network_config["weights_sha256"]
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pixels = unnormalize(x, self.preprocess_cfg)
+        pixels = self.pixels(x)
         side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
         top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
         out = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype), self.member)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..transform import PreprocessCfg
-from .base import Backbone, unnormalize
+from .base import Backbone
 
 FORENSIC_LAYERS = ("spectrum", "radial")
 SPECTRUM_SIDE = 32
@@ -70,5 +70,5 @@ class SpectraBackbone(Backbone):
         super().__init__("residual_spectra", layers, preprocess_cfg or PreprocessCfg(), device)
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = residual_spectra(unnormalize(x, self.preprocess_cfg))
+        out = residual_spectra(self.pixels(x))
         return [out[name] for name in self.layers]

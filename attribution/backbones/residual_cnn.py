@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..transform import PreprocessCfg
-from .base import Backbone, unnormalize
+from .base import Backbone
 
 RESIDUAL_SCALE = 4.0  # residuals of 0-1 pixels are small; this brings them near unit variance
 DEFAULT_WIDTHS = (16, 32, 32, 64, 64, 128, 128)
@@ -93,7 +93,8 @@ def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dic
     from safetensors.torch import load
 
     from ..constants import CONFIG_NAME, WEIGHTS_NAME
-    from ..storage import ZooError, resolve
+    from ..persistence import resolve
+    from ..storage import ZooError
 
     folder = resolve(ref)
     try:
@@ -146,7 +147,7 @@ class ResidualCNNBackbone(Backbone):
         return self.network_config["weights_sha256"]
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pixels = unnormalize(x, self.preprocess_cfg)
+        pixels = self.pixels(x)
         side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
         top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
         embedding, logits, synthetic = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype))

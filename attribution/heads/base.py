@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..persistence import PretrainedMixin
+from ..persistence import HEAD, PretrainedMixin
 
 
 class NotFittedError(RuntimeError):
@@ -20,6 +20,7 @@ class NotFittedError(RuntimeError):
 class BaseHead(PretrainedMixin):
     """Common plumbing: ``state_dict``/``meta_dict``, ``from_state`` and ``clone`` (``get_params`` is the mixin's)."""
 
+    kind: ClassVar[str] = HEAD
     _array_attrs: ClassVar[tuple[str, ...]] = ()
     _meta_attrs: ClassVar[tuple[str, ...]] = ()
 

@@ -5,15 +5,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- generator-attribution
-- open-set
-license: apache-2.0
----
+from ..persistence import card_header
 
+CARD_TEMPLATE = card_header("image-forensics", "generator-attribution", "open-set", license="apache-2.0") + """
 # {name}
 
 Open-set attribution head: tells which generator made an image (`real`, one of the known

@@ -20,11 +20,10 @@ import torch
 
 from ..backbones.base import default_device
 from ..backbones.ensemble import ENSEMBLE_NETWORK, ForensicEnsemble
-from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
+from ..constants import REAL
 from ..dataset import Sample
-from ..persistence import dump_json
-from ..storage import write_folder
-from .residual_cnn import RecipeCfg, load_dataset, train_residual_cnn, with_twins
+from ..persistence import card_header
+from .residual_cnn import RecipeCfg, load_dataset, train_residual_cnn, with_twins, write_network
 
 
 def crossfit_folds(samples: Sequence[Sample], n_folds: int = 5,
@@ -95,12 +94,7 @@ def ensemble_from(members: Sequence[torch.nn.Module], specs: Sequence[dict]) -> 
     return model.eval(), config
 
 
-ENSEMBLE_CARD = """---
-library_name: attribution
-tags: [image-forensics, synthetic-image-detection]
-license: apache-2.0
----
-
+ENSEMBLE_CARD = card_header("image-forensics", "synthetic-image-detection", license="apache-2.0") + """
 # {name}
 
 {n} cross-fitted {network} networks (NPR + high-pass residuals, Tan et al. 2024), each trained by
@@ -115,20 +109,11 @@ images they were trained from.
 
 
 def save_ensemble(folder: str | os.PathLike, model: ForensicEnsemble, config: dict) -> Path:
-    """Write the ensemble as a zoo folder (``config.json``, ``model.safetensors``, ``README.md``), atomically."""
-    from safetensors.torch import save_file
-
+    """Write the ensemble as a zoo folder (:func:`~attribution.recipes.residual_cnn.write_network`)."""
     state = {f"{k}.{name}": v.detach().cpu().contiguous() for k, member in enumerate(model.members)
              for name, v in member.state_dict().items()}
-    folder = Path(folder)
     rows = "\n".join(f"| {k} | {', '.join(m['held_out'])} | {m['recipe'].get('steps_done', '-')} | "
                      f"{m['recipe'].get('seconds', '-')} |" for k, m in enumerate(config["members"]))
-
-    def write(tmp: Path) -> None:
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "name": folder.name}))
-        (tmp / CARD_NAME).write_text(ENSEMBLE_CARD.format(name=folder.name, n=len(model.members),
-                                                          network=config["member_network"], rows=rows))
-
-    return write_folder(folder, write)
-
+    card = ENSEMBLE_CARD.format(name=Path(folder).name, n=len(model.members), network=config["member_network"],
+                                rows=rows)
+    return write_network(folder, state, config, card)

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from ..backbones.residual_cnn import DEFAULT_STRIDES, DEFAULT_WIDTHS, ResidualCNN
 from ..constants import CARD_NAME, CONFIG_NAME, REAL, WEIGHTS_NAME
-from ..persistence import dump_json
+from ..persistence import NETWORK, card_header, dump_json
 from ..storage import atomic_path, write_folder
 from ..dataset import Sample, cut_tile, list_samples, real_source, split_groups
 from ..transform import ImageDecodeError, load_image
@@ -250,12 +250,7 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
     return model, config
 
 
-NETWORK_CARD = """---
-library_name: attribution
-tags: [image-forensics, synthetic-image-detection]
-license: apache-2.0
----
-
+NETWORK_CARD = card_header("image-forensics", "synthetic-image-detection", license="apache-2.0") + """
 # {name}
 
 Residual CNN (NPR + high-pass residuals, Tan et al. 2024) trained by `attribution`'s recipe to tell
@@ -270,17 +265,24 @@ Classes of its training head: {classes}.
 """
 
 
-def save_network(folder: str | os.PathLike, model: ResidualCNN, config: dict) -> Path:
-    """Write the network as a zoo folder (``config.json``, ``model.safetensors``, ``README.md``), atomically."""
+def write_network(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict, card: str) -> Path:
+    """Write a network folder (``config.json`` with ``kind: network``, ``model.safetensors``, ``README.md``
+    ``card``), atomically."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     folder = Path(folder)
 
     def write(tmp: Path) -> None:
         save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "name": folder.name}))
-        (tmp / CARD_NAME).write_text(NETWORK_CARD.format(name=folder.name, classes=", ".join(config["classes"]),
-                                                         recipe=json.dumps(config["recipe"], indent=2, sort_keys=True)))
+        (tmp / CONFIG_NAME).write_bytes(dump_json({**config, "kind": NETWORK, "name": folder.name}))
+        (tmp / CARD_NAME).write_text(card)
 
     return write_folder(folder, write)
+
+
+def save_network(folder: str | os.PathLike, model: ResidualCNN, config: dict) -> Path:
+    """Write the network as a zoo folder (:func:`write_network`)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card = NETWORK_CARD.format(name=Path(folder).name, classes=", ".join(config["classes"]),
+                               recipe=json.dumps(config["recipe"], indent=2, sort_keys=True))
+    return write_network(folder, state, config, card)

@@ -24,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from ..heads.base import NotFittedError
+from ..inputs import file_name
 from ..outputs import VerificationOutput
-from ..persistence import PretrainedMixin
+from ..persistence import VERIFIER, PretrainedMixin
 
 if TYPE_CHECKING:
     from ..features import Extracted, FeatureBatch
@@ -76,6 +77,7 @@ class Verifier(PretrainedMixin):
         Threshold on :meth:`score_samples`, set by ``fit``.
     """
 
+    kind: ClassVar[str] = VERIFIER
     method: ClassVar[str] = "verifier"
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("offset_",)
     batch_size: int = 16
@@ -171,8 +173,6 @@ class Verifier(PretrainedMixin):
         (:data:`attribution.transform.ERROR_CODES`); ``progress(done, total)`` follows each batch.
         Raises :class:`~attribution.heads.base.NotFittedError` before ``fit``.
         """
-        from ..transform import file_name
-
         self.check_is_fitted()
         images = as_list(images)
         outputs = [VerificationOutput(file=file_name(im), model=self.name, method=self.method) for im in images]

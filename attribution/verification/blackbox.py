@@ -14,22 +14,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 import numpy as np
 
 from ..constants import FORMAT_VERSION
-from ..persistence import backbone_section, validate_config
+from ..heads import HEADS, OpenSetHead
+from ..persistence import backbone_section, card_header, validate_config
 from .base import Progress, Verifier
 
 if TYPE_CHECKING:
     from ..features import Extracted, FeatureExtractor
-    from ..heads import OpenSetHead
     from ..transform import ImageInput
 
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- generator-attribution
-- verification
----
-
+CARD_TEMPLATE = card_header("image-forensics", "generator-attribution", "verification") + """
 # {name}
 
 Black-box verifier: "was this image made by `{label}`?", from the class log-odds of an open-set head
@@ -120,8 +113,8 @@ class BlackBoxVerifier(Verifier):
     def _extract(self, images: list[ImageInput], progress: Progress | None) -> Iterator[list[Extracted]]:
         """The head's own input stage: the feature extractor (cache, crops, minimum size, repeated files)."""
         if self.extractor is None and self._backbone_config is not None:
+            from ..backbones import backbone_from_config  # torch: loaded with the first images
             from ..features import FeatureExtractor
-            from ..pipeline import backbone_from_config
 
             options = dict(self._extractor_options)
             device = options.pop("device", None)
@@ -143,8 +136,6 @@ class BlackBoxVerifier(Verifier):
     @classmethod
     def from_state(cls, params: dict[str, Any], meta: dict[str, Any], arrays: dict[str, np.ndarray],
                    **kwargs: Any) -> "BlackBoxVerifier":
-        from ..heads import HEADS
-
         section = meta["head"]
         if section.get("type") not in HEADS:
             raise ValueError(f"unknown head type {section.get('type')!r}")

@@ -14,14 +14,13 @@ Imports neither torch nor the verifiers until one is loaded.
 from __future__ import annotations
 
 import importlib
-import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import zoo
 from ..constants import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from ..persistence import read_config, read_weights, upgrade_config
-from ..storage import HUB_PREFIX, ZooError, is_path_ref, resolve, zoo_folders
+from ..persistence import VERIFIER, read_config, read_weights, resolve, saved_kind
+from ..storage import HUB_PREFIX, ZooError, is_path_ref, zoo_folders
 
 if TYPE_CHECKING:
     from .base import Verifier
@@ -37,22 +36,6 @@ def verifier_class(type_name: str) -> type[Verifier]:
     if type_name not in VERIFIERS:
         raise ValueError(f"unknown verifier type {type_name!r}; known: {sorted(VERIFIERS)}")
     return getattr(importlib.import_module(f"{__package__}.{VERIFIERS[type_name]}"), type_name)
-
-
-def _saved_head(folder: Path) -> tuple[str | None, dict[str, Any]]:
-    """The type and parameters saved in ``folder``'s ``config.json`` (any supported format, see
-    :func:`~attribution.persistence.upgrade_config`); ``(None, {})`` when there are none to read."""
-    try:
-        head = upgrade_config(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")))["head"]
-        type_name, params = head.get("type"), head.get("params")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError, ZooError):
-        return None, {}
-    return (type_name if isinstance(type_name, str) else None), (params if isinstance(params, dict) else {})
-
-
-def saved_type(folder: Path) -> str | None:
-    """The type saved in ``folder``'s ``config.json`` (either layout), or ``None`` when there is none to read."""
-    return _saved_head(folder)[0]
 
 
 def load_verifier(ref: str, *, device: str | None = None, batch_size: int | None = None, min_size: int | None = None,
@@ -90,8 +73,8 @@ def _saved(ref: str, expected: str | None, min_size: int | None = None, **option
     """A saved verifier (of type ``expected``, or of any type when ``None``); ``options``: ``device`` and
     ``batch_size``."""
     folder = resolve(ref, files=VERIFIER_FILES)
-    type_name = saved_type(folder)
-    if type_name not in VERIFIERS or (expected is not None and type_name != expected):
+    kind, type_name, _ = saved_kind(folder)
+    if kind != VERIFIER or type_name not in VERIFIERS or (expected is not None and type_name != expected):
         raise ZooError(f"{ref} holds {type_name or 'nothing readable'}, not {expected or 'a verifier'} "
                        f"({', '.join(VERIFIERS)})")
     if type_name == "BlackBoxVerifier" and min_size is not None:
@@ -102,9 +85,8 @@ def _saved(ref: str, expected: str | None, min_size: int | None = None, **option
 def _blackbox(rest: str, *, device: str | None = None, batch_size: int | None = None,
               min_size: int | None = None) -> Verifier:
     """``<head>#<class>``: the class of a zoo head, with the head's backbone (checked before it is loaded)."""
-    from .. import zoo
+    from ..backbones import backbone_from_config
     from ..features import FeatureExtractor
-    from ..pipeline import backbone_from_config
     from .blackbox import BlackBoxVerifier
 
     head_ref, hash_, label = rest.rpartition("#")
@@ -127,8 +109,8 @@ def list_verifiers() -> list[dict[str, Any]]:
     """
     entries = []
     for origin, folder in zoo_folders():
-        type_name, params = _saved_head(folder)
-        if type_name not in VERIFIERS:
+        kind, type_name, params = saved_kind(folder)
+        if kind != VERIFIER or type_name not in VERIFIERS:
             continue
         scheme = next(s for s, t in SCHEMES.items() if t == type_name)
         entries.append({"name": folder.name, "origin": origin, "path": str(folder), "type": type_name,

@@ -62,7 +62,7 @@ from PIL import Image
 
 from ..backbones.base import average_views, default_device
 from ..backbones.clip import default_preprocess_cfg, load_open_clip_model, parse_backbone_id
-from ..persistence import validate_config
+from ..persistence import card_header, validate_config
 from ..storage import ZooError
 from ..transform import PreprocessCfg, image_transform
 from .base import Verifier
@@ -99,15 +99,7 @@ def _text_owner(model: torch.nn.Module) -> tuple[torch.nn.Module, str, int | Non
 
 
 # --------------------------------------------------------------------------- verifier
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- generator-attribution
-- verification
-- occ-clip
----
-
+CARD_TEMPLATE = card_header("image-forensics", "generator-attribution", "verification", "occ-clip") + """
 # {name}
 
 OCC-CLIP verifier (Liu et al. 2024): "was this image made by `{target}`?", from prompt contexts learnt

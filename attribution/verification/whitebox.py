@@ -33,11 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..persistence import read_config, read_weights, validate_config
+from ..persistence import card_header, read_config, read_weights, saved_kind, validate_config
 from ..storage import ZooError
 from ..transform import ImageDecodeError, ImageInput
 from .base import Progress, Verifier
-from .factory import saved_type
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -49,14 +48,7 @@ MAX_SIDE = 512  # default crop cap: the inversion cost grows with the pixel coun
 
 GeneratorLike = Union[torch.Generator, int, None]
 
-CARD_TEMPLATE = """---
-library_name: attribution
-tags:
-- image-forensics
-- verification
-- white-box
----
-
+CARD_TEMPLATE = card_header("image-forensics", "verification", "white-box") + """
 # {name}
 
 White-box calibration (RONAN / LatentTracer inversion of the VAE decoder) for `{model}`: an image
@@ -186,7 +178,7 @@ class WhiteBoxVerifier(Verifier):
         source = os.fspath(pretrained_model_name_or_path)
         settings = {"steps": steps, "lr": lr, "size": size, "complexity": complexity, "accept_rate": accept_rate,
                     "device": device, **({"batch_size": batch_size} if batch_size is not None else {})}
-        if calibration is None and saved_type(Path(source)) == cls.__name__:
+        if calibration is None and saved_kind(Path(source)).type == cls.__name__:
             return cls.from_config(read_config(Path(source)), read_weights(Path(source)), vae=vae, **settings)
         ref = {"id": source, "subfolder": subfolder}
         if vae is None:
@@ -464,7 +456,7 @@ def legacy_config(path: Path) -> dict[str, Any]:
 def _calibration_in(path: Path) -> Path | None:
     """``path`` when it holds a calibration (a saved folder, a ``.zip``, an earlier ``.json``), else the one
     inside it (``attribution_whitebox/``, then ``attribution_whitebox.json``), else ``None``."""
-    if path.suffix in (".zip", ".json") or saved_type(path) == WhiteBoxVerifier.__name__:
+    if path.suffix in (".zip", ".json") or saved_kind(path).type == WhiteBoxVerifier.__name__:
         return path
     return next((c for c in (path / CALIBRATION_DIR, path / LEGACY_CALIBRATION) if c.exists()), None)
 
