@@ -140,6 +140,18 @@ def dataset_hashes(samples: Sequence[Sample], batch: FeatureBatch) -> ExemplarHa
     return ExemplarHashes(entries)
 
 
+def fit_head(head: OpenSetHead, samples: Sequence[Sample], batch: FeatureBatch,
+             copies: Sequence[FeatureBatch] = ()) -> OpenSetHead:
+    """Fit ``head`` on the features of ``samples`` (``batch``, positions into ``samples``) and of their changed
+    copies: every real photo grouped by its source, ids as the dataset names them (``~<copy>`` added)."""
+    rows = [batch, *copies]
+    X = np.concatenate([b.features for b in rows])
+    index = [i for b in rows for i in b.index]
+    y = np.asarray([samples[i].label for i in index])
+    ids = [samples[i].id + (f"~{c}" if c else "") for c, b in enumerate(rows) for i in b.index]
+    return head.fit(X, y, ids=ids, groups=[samples[i].source if samples[i].label == REAL else "" for i in index])
+
+
 def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | None = None,
                progress: Progress | None = None, batch_size: int = 16, tiles: Mapping[str, int] | None = None,
                augment: int = 0, cache: FeatureCache | None = None, seed: int = 0) -> TrainingResult:
@@ -155,12 +167,7 @@ def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | 
     if part is not None and head.geometry_columns is None and len(batch.index):
         columns = {p: (a, b) for p, a, b in column_ranges(backbone, batch.features.shape[1])}
         head.set_params(geometry_columns=[0, columns[part.id][0]])
-    rows = [batch] + copies
-    X = np.concatenate([b.features for b in rows])
-    index = [i for b in rows for i in b.index]
-    y = np.asarray([samples[i].label for i in index])
-    ids = [samples[i].id + (f"~{c}" if c else "") for c, b in enumerate(rows) for i in b.index]
-    head.fit(X, y, ids=ids, groups=[samples[i].source if samples[i].label == REAL else "" for i in index])
+    fit_head(head, samples, batch, copies)
     members = out_of_fold_members(backbone, samples)
     classes, counts = np.unique([samples[i].label for i in batch.index], return_counts=True)
     summary = {"data": Path(data).resolve().name, "n_images": len(batch.index), "skipped_files": len(batch.errors),

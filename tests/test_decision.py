@@ -13,8 +13,8 @@ from attribution.backbones import create_backbone
 from attribution.backbones.residual_cnn import load_network
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN
 from attribution.heads import OpenSetHead
-from attribution.heads.open_set import (REASON_FAR, REASON_KNOWN, REASON_REAL, REASON_UNCERTAIN,
-                                        REASON_UNKNOWN)
+from attribution.heads.decision import (REASON_EXACT, REASON_FAR, REASON_KNOWN, REASON_MATCH, REASON_REAL,
+                                        REASON_UNCERTAIN, REASON_UNKNOWN)
 from attribution.recipes.residual_cnn import save_network
 from conftest import REPO
 
@@ -85,21 +85,30 @@ def test_harmless_changes_of_photos_never_seen_keep_real_or_uncertain(attributor
 
 
 def _check_row(row: dict, classes: list[str]) -> None:
-    label, s, scores = row["label"], row["synthetic_score"], row["scores"]
+    label, s, scores, reason = row["label"], row["synthetic_score"], row["scores"], row["reason"]
+    match = row.get("class_match")
     assert abs(sum(scores.values()) - 1) < 1e-4 and abs(scores[REAL] - (1 - s)) < 1e-5
     assert row["known"] == (label in classes)
-    if label == REAL:
-        assert s < row["real_threshold"] and row["reason"] == REASON_REAL
+    if match is not None:
+        assert match["score"] >= match["threshold"] and match["class"] in classes and match["class"] != REAL
+        assert 0 < match["false_match_rate_at_score"] <= 1
+    if reason == REASON_EXACT:
+        assert row["duplicate_of"]["match"] == "exact" and label == row["duplicate_of"]["class"]
+    elif label == REAL:
+        assert s < row["real_threshold"] and reason == REASON_REAL and match is None
     elif label == UNCERTAIN:
-        assert row["real_threshold"] <= s < row["synthetic_threshold"] and row["reason"] == REASON_UNCERTAIN
+        assert row["real_threshold"] <= s < row["synthetic_threshold"] and reason == REASON_UNCERTAIN
+        assert match is None
     else:
-        assert s >= row["synthetic_threshold"]
+        assert s >= row["synthetic_threshold"] or match is not None
         if label == UNKNOWN:
-            assert (row["reason"] == REASON_UNKNOWN and row["unknown_score"] > row["threshold"]) or row["reason"] == REASON_FAR
+            assert (reason == REASON_UNKNOWN and row["unknown_score"] > row["threshold"]) or reason == REASON_FAR
+        elif reason == REASON_MATCH:
+            assert label == match["class"] and row["unknown_score"] <= row["threshold"]
         else:
             generators = {c: p for c, p in scores.items() if c != REAL}
-            assert label == max(generators, key=generators.get)
-            assert row["unknown_score"] <= row["threshold"] and row["reason"] == REASON_KNOWN
+            assert label == max(generators, key=generators.get) and match is None
+            assert row["unknown_score"] <= row["threshold"] and reason == REASON_KNOWN
 
 
 def test_label_scores_thresholds_and_reason_agree_in_every_cli_row(attributor, dev_data, tmp_path):

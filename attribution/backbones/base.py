@@ -19,6 +19,14 @@ def average_views(feats: torch.Tensor, n_views: int | Sequence[int]) -> torch.Te
     return torch.nn.functional.normalize(means, dim=1)
 
 
+def pool_layers(layers: Sequence[torch.Tensor], n_views: int | Sequence[int] = 1) -> torch.Tensor:
+    """What :meth:`Backbone.encode` makes of its layers' outputs (one ``(n_views_total, d_l)`` tensor per layer):
+    each layer L2-normalised, concatenated and scaled to unit norm, the views of each image averaged;
+    ``(n_images, sum d_l)`` float32 on CPU."""
+    parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in layers]
+    return average_views(torch.cat(parts, dim=1) / len(parts) ** 0.5, n_views).cpu()
+
+
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,8 +75,7 @@ class Backbone(ABC):
         """Features ``(n_images, n_features)`` float32 on CPU for ``x`` holding each image's views in turn
         (``n_views`` per image, or a list of counts, one per image)."""
         x = x.to(self.device, self.dtype, non_blocking=True)
-        parts = [torch.nn.functional.normalize(f.float(), dim=1) for f in self._forward_layers(x)]
-        return average_views(torch.cat(parts, dim=1) / len(parts) ** 0.5, n_views).cpu()
+        return pool_layers(self._forward_layers(x), n_views)
 
     def config(self) -> dict[str, Any]:
         """What a head must record to be used with the same features again."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..transform import PreprocessCfg
@@ -29,11 +30,21 @@ def split_layers(part_ids: Sequence[str], layers: Sequence[str] | None) -> list[
     return [grouped[part] or None for part in part_ids]
 
 
+def fuse(blocks: Sequence[tuple[torch.Tensor | np.ndarray, int]]) -> torch.Tensor | np.ndarray:
+    """Features of a concatenation from its parts' own features: ``blocks`` holds each part's ``encode`` output
+    (unit norm) and its number of layers ``n``; each is scaled by ``sqrt(n / total layers)``, so every layer
+    weighs the same and the whole vector has unit norm."""
+    total = sum(n for _, n in blocks)
+    scaled = [X * (n / total) ** 0.5 for X, n in blocks]
+    return torch.cat(scaled, dim=1) if isinstance(scaled[0], torch.Tensor) else np.hstack(scaled)
+
+
 class ConcatBackbone(Backbone):
     """Concatenation of ``parts`` (built beforehand, sharing this backbone's preprocessing and device).
 
-    Every layer of every part is L2-normalised and the concatenation scaled to unit norm, as in
-    :class:`Backbone`, so ``encode`` is the same contract.
+    Each part encodes the views as it would alone (layers L2-normalised, views averaged) and the parts are
+    joined by :func:`fuse`, so ``encode`` is the same contract and a part's features can be computed (and
+    cached) on their own.
     """
 
     family = "concat"
@@ -62,3 +73,7 @@ class ConcatBackbone(Backbone):
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [f for part in self.parts for f in part._forward_layers(x.to(part.dtype))]
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor, n_views: int | Sequence[int] = 1) -> torch.Tensor:
+        return fuse([(part.encode(x, n_views), len(part.layers)) for part in self.parts])

@@ -47,22 +47,30 @@ class ForensicEnsemble(nn.Module):
         self._real = [c.index(REAL) for c in self.classes]
 
     def member_for(self, label: str, source: str) -> int | None:
-        """The member that never saw an image of class ``label`` from ``source`` (a real photo's collection),
-        or ``None`` when every member trained on such images."""
+        """The one member that never saw an image of class ``label`` from ``source`` (a real photo's collection);
+        ``None`` when every member trained on such images, or when several did not (their mean is then out of
+        fold already)."""
         unit = f"{REAL}/{source}" if label == REAL else label
         found = [k for k, held in enumerate(self.held_out) if unit in held]
         return found[0] if len(found) == 1 else None
 
-    def forward(self, pixels: torch.Tensor, member: int | None = None) -> dict[str, torch.Tensor]:
-        """``{"synthetic": mean synthetic logit (n,), "real_class": mean P(real) (n,)}`` over all members,
-        or of member ``member`` alone, for ``pixels`` ``(n, 3, H, W)`` in 0-255."""
-        chosen = range(len(self.members)) if member is None else [member]
-        logits, real = [], []
-        for k in chosen:
+    def forward(self, pixels: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
+        """``(n_members, n, 2)``: each chosen member's synthetic logit and probability of the class ``real``
+        (default: every member) for ``pixels`` ``(n, 3, H, W)`` in 0-255."""
+        out = []
+        for k in range(len(self.members)) if members is None else members:
             _, class_logits, synthetic = self.members[k](pixels)
-            logits.append(synthetic.float())
-            real.append(class_logits.float().softmax(dim=1)[:, self._real[k]])
-        return {"synthetic": torch.stack(logits).mean(dim=0), "real_class": torch.stack(real).mean(dim=0)}
+            out.append(torch.stack([synthetic.float(), class_logits.float().softmax(dim=1)[:, self._real[k]]], dim=1))
+        return torch.stack(out)
+
+
+def ensemble_layers(outputs: torch.Tensor, layers: Sequence[str] = ENSEMBLE_LAYERS) -> list[torch.Tensor]:
+    """The layers of :class:`EnsembleBackbone` from members' outputs ``(n_members, n, 2)`` (see
+    :meth:`ForensicEnsemble.forward`): their mean synthetic logit through a sigmoid, ``p``, and their mean
+    probability of ``real``, ``q``, each as the two-class vector ``[p, 1 - p]`` ``(n, 2)``."""
+    mean = outputs.float().mean(dim=0)
+    values = {"synthetic": torch.sigmoid(mean[:, 0]), "real_class": mean[:, 1]}
+    return [torch.stack([values[name], 1.0 - values[name]], dim=1) for name in layers]
 
 
 def load_ensemble(ref: str) -> tuple[ForensicEnsemble, dict[str, Any]]:
@@ -130,13 +138,17 @@ class EnsembleBackbone(Backbone):
     def weights_digest(self) -> str:
         return self.network_config["weights_sha256"]
 
-    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pixels = self.pixels(x)
+    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's outputs ``(n_members, n, 2)`` (:meth:`ForensicEnsemble.forward`) on the centre ``window``
+        px of each view of ``x`` ``(n, 3, H, W)`` (normalised as :meth:`encode` gets it), whatever ``member`` is."""
+        pixels = self.pixels(x.to(self.device, self.dtype))
         side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
         top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
-        out = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype), self.member)
-        p = {"synthetic": torch.sigmoid(out["synthetic"]), "real_class": out["real_class"]}
-        return [torch.stack([p[name], 1.0 - p[name]], dim=1) for name in self.layers]
+        window = pixels[:, :, top:top + side, left:left + side].to(self.dtype)
+        return self.model(window, None if self.member is None else [self.member])
+
+    def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return ensemble_layers(self.member_outputs(x), self.layers)
 
 
 def ensemble_part(backbone: Backbone) -> EnsembleBackbone | None:

@@ -91,6 +91,9 @@ class OpenSetHead(BaseHead):
     match_real_rate : float
         Share of held-out real photos that class matches may call synthetic: half of it for the training
         classes together, the rest for enrolled classes (each takes what the earlier ones left).
+    class_match : bool
+        Whether a class match answers "is it synthetic?" (and, for heads without a calibrated real-photo
+        budget, keeps a match from being called ``real``); ``False``: the probe alone, as heads before.
 
     Examples
     --------
@@ -112,7 +115,7 @@ class OpenSetHead(BaseHead):
                  synthetic_probe: bool = False, synthetic_columns: Sequence[int] | None = None,
                  geometry_columns: Sequence[int] | None = None, probe_c: float = 0.1,
                  real_false_rate: float = 0.02, synthetic_miss_rate: float = 0.10,
-                 match_real_rate: float = 0.01) -> None:
+                 match_real_rate: float = 0.01, class_match: bool = True) -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
         self.unknown_temperature = unknown_temperature
@@ -129,6 +132,7 @@ class OpenSetHead(BaseHead):
         self.real_false_rate = real_false_rate
         self.synthetic_miss_rate = synthetic_miss_rate
         self.match_real_rate = match_real_rate
+        self.class_match = class_match
 
     # ----------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
@@ -185,9 +189,12 @@ class OpenSetHead(BaseHead):
         held_out = held_out_probe_scores(Xs, y, groups, self.probe_c)
         self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit_probe(Xs, y, self.probe_c)
         generators = np.flatnonzero(self._generator_columns())
+        is_real = y == REAL
+        if not self.class_match:
+            self.calibrate_synthetic(held_out[is_real], held_out[~is_real])
+            return
         self.verify_offsets_ = self.verify_offsets_.copy()
         self.verify_offsets_[generators] = self._match_thresholds(generators, self.match_real_rate / 2)
-        is_real = y == REAL
         self.calibrate_synthetic(held_out[is_real], held_out[~is_real], self._real_matched())
 
     def calibrate_synthetic(self, real_scores: np.ndarray, synthetic_scores: np.ndarray,
@@ -217,7 +224,7 @@ class OpenSetHead(BaseHead):
     def matches_decide(self) -> bool:
         """Whether class matches answer "is it synthetic?": heads with a probe whose match thresholds were
         calibrated on held-out real photos (heads saved before decide as they did)."""
-        return self.has_probe and len(self.real_bank_) > 0
+        return self.class_match and self.has_probe and len(self.real_bank_) > 0
 
     def synthetic_score(self, X: np.ndarray) -> np.ndarray:
         """Probability that each image is synthetic, ``(n_samples,)`` in 0-1 (the probe; needs one)."""
@@ -560,7 +567,7 @@ class OpenSetHead(BaseHead):
         margins = np.where(generators, scores - self.verify_offsets_, -np.inf)
         best = margins.argmax(axis=1)
         rows = np.arange(len(X))
-        any_match = margins[rows, best] >= 0
+        any_match = (margins[rows, best] >= 0) & self.class_match
         matched = any_match & self.matches_decide
         labels = np.full(len(X), UNCERTAIN, dtype=object)
         reasons = np.full(len(X), REASON_UNCERTAIN, dtype=object)
