@@ -253,7 +253,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         _emit(result.to_json())
     else:
         print(f"enrolled {result.name!r} from {result.n_images} images in {result.seconds:.1f} s: expected recall "
-              f"{result.expected_recall:.2f}, closest known class {result.closest_class!r} "
+              f"{result.expected_recall:.2f} (left out: {result.expected_real_or_uncertain:.0%} would be called real "
+              f"or uncertain), closest known class {result.closest_class!r} "
               f"({result.closest_class_share:.0%} of the images)"
               + ("" if refused else f" -> head {Path(result.saved_to).name!r} ({result.saved_to})"))
     for f, e in result.errors.items():

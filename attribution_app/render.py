@@ -94,6 +94,17 @@ def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
         lines.append(f"**Why:** {md(REASON_TEXT.get(row['reason'], row['reason']))}\n")
     if lead:
         lines.append(lead + "\n")
+    match = row.get("class_match")
+    if match:
+        who = (f"the generator you enrolled as {code(display(match['class'], names))}" if match["class"] in names
+               else f"the known generator {code(display(match['class'], names))}")
+        real = match.get("real_false_match_rate_at_score")
+        lines.append(f"- **Matches {who}** (black-box verification score {_number(match['score'])}, threshold "
+                     f"{_number(match['threshold'])}): false-match rate at this score "
+                     f"{percent(match['false_match_rate_at_score'])}"
+                     + (f", on real photos alone {percent(real)}" if real is not None else "") + ".")
+    if row.get("disagreement"):
+        lines.append(f"- **The evidence disagrees:** {md(row['disagreement']['detail'])}.")
     if row.get("unknown_score") is not None:
         lines.append(f"- Unknown score **{_number(row['unknown_score'])}** (threshold {_number(row.get('threshold'))}; "
                      "above it: made by a generator the head does not know)")
@@ -222,6 +233,10 @@ def enrollment_markdown(out: dict[str, Any], kept: bool) -> str:
                    "the head will rarely recognise its images")
         lines.append(f"- Expected recall **{percent(recall)}**: share of its own images attributed to it when each is "
                      f"left out of the enrollment ({verdict}).")
+    unflagged = out.get("expected_real_or_uncertain")
+    if unflagged is not None:
+        lines.append(f"- Left out of the enrollment, **{percent(unflagged)}** of its images would be called `real` or "
+                     "`uncertain` (the rest get a generator label).")
     if closest is not None and share is not None:
         lines.append(f"- Closest known class before enrolling: {code(closest)}, which takes {percent(share)} of "
                      "the images.")

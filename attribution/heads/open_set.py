@@ -27,7 +27,7 @@ from .decision import (REASON_CLOSED_FAR, REASON_CLOSED_KNOWN, REASON_CLOSED_UNK
                        REASON_KNOWN, REASON_MATCH, REASON_REAL, REASON_UNCERTAIN, REASON_UNKNOWN, Decision)
 from .geometry import (class_likelihoods, fit_geometry, fit_temperature, log_odds, predictive_log_likelihood,
                        softmax)
-from .synthetic import fit_probe, held_out_probe_scores, probe_scores, thresholds_from_scores
+from .synthetic import held_out_probe_scores, probe_fitter, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
 
@@ -84,6 +84,9 @@ class OpenSetHead(BaseHead):
         left to the probe).
     probe_c : float
         Inverse regularisation of the probe's logistic regression.
+    probe_loss : str
+        ``logistic`` (class-balanced logistic regression, as UnivFD's probe) or ``robust`` (CVaR + AUC loss with
+        sharpness-aware minimisation, Santosh et al. 2024: :func:`~.synthetic.fit_robust_probe`).
     real_false_rate : float
         Share of held-out kinds of real photo called synthetic, by the probe and class matches together.
     synthetic_miss_rate : float
@@ -115,7 +118,7 @@ class OpenSetHead(BaseHead):
                  synthetic_probe: bool = False, synthetic_columns: Sequence[int] | None = None,
                  geometry_columns: Sequence[int] | None = None, probe_c: float = 0.1,
                  real_false_rate: float = 0.02, synthetic_miss_rate: float = 0.10,
-                 match_real_rate: float = 0.01, class_match: bool = True) -> None:
+                 match_real_rate: float = 0.01, class_match: bool = True, probe_loss: str = "logistic") -> None:
         self.n_components = n_components
         self.shrinkage = shrinkage
         self.unknown_temperature = unknown_temperature
@@ -133,6 +136,7 @@ class OpenSetHead(BaseHead):
         self.synthetic_miss_rate = synthetic_miss_rate
         self.match_real_rate = match_real_rate
         self.class_match = class_match
+        self.probe_loss = probe_loss
 
     # ----------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
@@ -186,8 +190,9 @@ class OpenSetHead(BaseHead):
         if REAL not in self.classes_ or len(self.classes_) < 3:
             raise ValueError("a synthetic probe needs real photos and at least two generators")
         Xs = X[:, self._probe_columns]
-        held_out = held_out_probe_scores(Xs, y, groups, self.probe_c)
-        self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit_probe(Xs, y, self.probe_c)
+        fit = probe_fitter(self.probe_loss)
+        held_out = held_out_probe_scores(Xs, y, groups, self.probe_c, fit)
+        self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit(Xs, y, self.probe_c)
         generators = np.flatnonzero(self._generator_columns())
         is_real = y == REAL
         if not self.class_match:

@@ -10,6 +10,7 @@ the honest answer is ``uncertain``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -77,7 +78,17 @@ def probe_scores(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.nd
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float) -> np.ndarray:
+def probe_fitter(loss: str) -> Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """The probe's fitting function by its ``loss``: ``logistic`` (:func:`fit_probe`) or ``robust``
+    (:func:`fit_robust_probe`). Raises ``ValueError`` for another name."""
+    fitters = {"logistic": fit_probe, "robust": fit_robust_probe}
+    if loss not in fitters:
+        raise ValueError(f"probe_loss must be one of {sorted(fitters)}, not {loss!r}")
+    return fitters[loss]
+
+
+def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float,
+                          fit: Callable[..., tuple] = fit_probe) -> np.ndarray:
     """Each row's score from a probe fitted without its unit: every generator is left out whole, and every
     group (source) of real photos (leave-one-generator-out, leave-one-real-group-out), ``(n_samples,)``.
     Raises ``ValueError`` with fewer than two generators or two groups of real photos."""
@@ -88,5 +99,54 @@ def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: f
         raise ValueError("held-out calibration needs at least two generators and two groups of real photos")
     scores = np.empty(len(y))
     for held in units:
-        scores[held] = probe_scores(X[held], *fit_probe(X[~held], y[~held], C))
+        scores[held] = probe_scores(X[held], *fit(X[~held], y[~held], C))
     return scores
+
+
+def fit_robust_probe(X: np.ndarray, y: np.ndarray, C: float, sam: bool = True, cvar_alpha: float = 0.3,
+                     auc_weight: float = 1.0, steps: int = 300, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The linear probe trained as Santosh et al. 2024 train their detector (arXiv 2404.12908): the mean of the
+    hardest ``cvar_alpha`` share of the class-balanced logistic losses (CVaR), plus ``auc_weight`` times a
+    squared-hinge AUC loss over every (synthetic, real) pair, plus the L2 penalty of ``C``, minimised by Adam
+    with sharpness-aware minimisation (SAM, rho 0.05) when ``sam``. Same ``(mean, scale, coef, intercept)``
+    as :func:`fit_probe`. Needs torch."""
+    import torch
+
+    torch.manual_seed(seed)
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    Xs = torch.tensor((X - mean) / scale, dtype=torch.float32)
+    target = torch.tensor(np.asarray(y) != REAL, dtype=torch.float32)
+    weight = torch.tensor(balanced_weights(y), dtype=torch.float32)
+    positive, negative = target.bool(), ~target.bool()
+    w = torch.zeros(Xs.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.Adam([w, b], lr=0.01)
+    penalty = 1.0 / (C * len(Xs))
+
+    def loss() -> torch.Tensor:
+        z = Xs @ w + b
+        per_sample = torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none") * weight
+        k = max(1, int(round(cvar_alpha * len(per_sample))))
+        cvar = per_sample.topk(k).values.mean()
+        gap = z[positive][:, None] - z[negative][None, :]
+        auc = torch.clamp(1.0 - gap, min=0.0).pow(2).mean()
+        return cvar + auc_weight * auc + 0.5 * penalty * w.pow(2).sum()
+
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss().backward()
+        if sam:  # ascend to the worst nearby weights, take the gradient there, come back
+            with torch.no_grad():
+                grads = [p.grad.clone() for p in (w, b)]
+                norm = torch.sqrt(sum(g.pow(2).sum() for g in grads)) + 1e-12
+                shifts = [0.05 * g / norm for g in grads]
+                for p, e in zip((w, b), shifts):
+                    p.add_(e)
+            optimiser.zero_grad()
+            loss().backward()
+            with torch.no_grad():
+                for p, e in zip((w, b), shifts):
+                    p.sub_(e)
+        optimiser.step()
+    return mean, scale, w.detach().numpy().astype(np.float64), float(b.detach()[0])

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from attribution import Attributor
-from attribution.enrollment import WARN_PROBA, WARN_SHARE
+from attribution.enrollment import WARN_NOT_FLAGGED, WARN_PROBA, WARN_SHARE
 from attribution.pipeline import MIN_ENROLL_IMAGES
 
 from .. import model as ops
@@ -35,7 +35,8 @@ def build(shared: Shared) -> Tab:
                     f"{MAX_ENROLL_IMAGES}** of its images (or a .zip). It takes seconds and is **yours only**: other visitors never see it. "
                     "It is kept in this browser (signed by the server) and you can export it as a .zip. Before "
                     f"enrolling, the app warns when {WARN_SHARE:.0%} or more of the images are attributed to one "
-                    f"known class with probability >= {WARN_PROBA:.0%}.")
+                    f"known class with probability >= {WARN_PROBA:.0%}, or when {WARN_NOT_FLAGGED:.0%} or more of "
+                    "them, each left out of the enrollment, would still be called real or uncertain.")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
                 name = gr.Textbox(label="Generator name", placeholder="e.g. Midjourney v6",
