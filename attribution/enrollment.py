@@ -94,11 +94,14 @@ def enrollment_report(head: OpenSetHead, X: np.ndarray, label: str) -> Enrollmen
 def enrolled_config(config: dict[str, Any], base_name: str, label: str, info: dict[str, Any]) -> dict[str, Any]:
     """Config of a head after enrolling ``label`` (``info``: display name, counts, metrics).
 
-    Records the head it was made from (``base_head``) and drops the base head's ``metrics`` and
-    ``figures``, which were measured without the new class.
+    Records the head it was made from (``base_head``) and drops the base head's ``metrics`` and ``figures``,
+    which were measured without the new class; the metrics are kept as ``base_metrics`` (what the base head
+    does on sources it never saw still holds for its own classes: verdicts keep their measured caveats).
     """
     out = {k: v for k, v in config.items() if k not in ("metrics", "figures")}
     out["base_head"] = config.get("base_head") or base_name
+    if "metrics" in config or "base_metrics" in config:
+        out["base_metrics"] = config.get("base_metrics") or config["metrics"]
     out["enrolled"] = {**config.get("enrolled", {}), label: dict(info)}
     return out
 
