@@ -10,6 +10,7 @@ import fnmatch
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -283,8 +284,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                         seed=args.seed)
     for f, e in result.skipped.items():
         print(f"warning: skipped {f}: {e}", file=sys.stderr)
+    summary = {**result.summary, "data_root": os.path.relpath(Path(args.data).resolve(), Path(args.out).resolve())}
     out = zoo.save_pretrained(args.out, result.head, backbone.config(), hashes=result.hashes,
-                              name=Path(args.out).name, training=result.summary)
+                              name=Path(args.out).name, training=summary)
     print(json.dumps({"saved_to": str(out.resolve()), "classes": result.head.classes_, **result.summary}))
     return 0
 
@@ -296,7 +298,8 @@ def cmd_train_forensic(args: argparse.Namespace) -> int:
     from .zoo import user_zoo_dir
 
     tiles = parse_tiles(args.tile)
-    cfg = RecipeCfg(minutes=args.minutes, steps=args.steps, seed=args.seed, exclude=args.exclude or [], tiles=tiles)
+    cfg = RecipeCfg(minutes=args.minutes, steps=args.steps, seed=args.seed, exclude=args.exclude or [], tiles=tiles,
+                    loss=args.loss, sam=args.sam)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     cache = None if args.no_cache else user_zoo_dir().parent / "recipe"
     if args.folds > 1:
@@ -513,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=1,
                    help="train one network per fold, each without its fold (generators and real sources held out "
                         "whole), saved as one cross-fitted ensemble; 1: a single network")
+    p.add_argument("--loss", default="ce", choices=["ce", "robust"],
+                   help="ce: cross-entropy; robust: CVaR + AUC loss (Santosh et al. 2024)")
+    p.add_argument("--sam", action="store_true", help="sharpness-aware minimisation (about twice the time a step)")
     p.add_argument("--together", nargs="*", default=None, metavar="SOURCE=GENERATOR",
                    help="hold real source SOURCE out in the fold of GENERATOR (e.g. ffhq=stylegan2_faces)")
     p.add_argument("--device", default=None)

@@ -104,13 +104,18 @@ class HeadFolder:
 
     # --------------------------------------------------------------- files
     def exemplar_path(self, exemplar_id: str) -> Path | None:
-        """Image file behind exemplar id ``exemplar_id`` when it is on this machine: a thumbnail in the head
-        folder, or a training image under the data folder (``$ATTRIBUTION_DATA``, else the config's
-        ``training.data``). Never a path outside those folders."""
+        """Image file behind exemplar id ``exemplar_id`` (``<class>/<file>``, a tile's ``#<n>`` ignored) when it is
+        on this machine: a thumbnail in the head folder, or a training image under the data folder
+        (``$ATTRIBUTION_DATA``, else the config's ``training.data_root``, relative to the head folder). Never a
+        path outside those folders."""
         if not exemplar_id:
             return None
+        exemplar_id = exemplar_id.split("#")[0].split("~")[0]
         roots = [self.source] if self.source else []
-        data_root = os.environ.get("ATTRIBUTION_DATA") or self.config.get("training", {}).get("data")
+        data_root = os.environ.get("ATTRIBUTION_DATA")
+        recorded = self.config.get("training", {}).get("data_root")
+        if not data_root and recorded and self.source:
+            data_root = str(self.source / recorded)
         roots += [Path(data_root)] if data_root else []
         for root in roots:
             path = (root / exemplar_id).resolve()

@@ -149,7 +149,8 @@ def fit_head(head: OpenSetHead, samples: Sequence[Sample], batch: FeatureBatch,
     index = [i for b in rows for i in b.index]
     y = np.asarray([samples[i].label for i in index])
     ids = [samples[i].id + (f"~{c}" if c else "") for c, b in enumerate(rows) for i in b.index]
-    return head.fit(X, y, ids=ids, groups=[samples[i].source if samples[i].label == REAL else "" for i in index])
+    return head.fit(X, y, ids=ids, groups=[samples[i].source if samples[i].label == REAL else "" for i in index],
+                    exemplars=[c == 0 for c, b in enumerate(rows) for _ in b.index])
 
 
 def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | None = None,

@@ -140,14 +140,15 @@ class OpenSetHead(BaseHead):
 
     # ----------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
-            groups: Sequence[str] | None = None) -> "OpenSetHead":
+            groups: Sequence[str] | None = None, exemplars: Sequence[bool] | None = None) -> "OpenSetHead":
         """Learn the whitening, the class means, the synthetic probe and the calibrated thresholds.
 
         ``X`` is ``(n_samples, n_features)``; ``y`` the class names; ``ids`` optional names of the
         samples (file names) kept with the exemplar bank; ``groups`` the source of each real photo
         (e.g. the collection it comes from), for the leave-one-source-out calibration of the probe and
-        of the class matches (default: five random groups, which is optimistic). Raises ``ValueError``
-        for malformed input.
+        of the class matches (default: five random groups, which is optimistic); ``exemplars`` marks the
+        rows the exemplar bank may keep (default: all; changed copies of an image are fitted but are no
+        exemplar to show). Raises ``ValueError`` for malformed input.
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=str)
@@ -169,7 +170,8 @@ class OpenSetHead(BaseHead):
         self.class_bias_ = np.zeros(len(self.classes_))
         self._calibrate(X, codes)
         ids = np.asarray(ids if ids is not None else [""] * len(y), dtype=str)
-        keep = self._sample_bank(codes)
+        allowed = np.ones(len(y), bool) if exemplars is None else np.asarray(exemplars, bool)
+        keep = self._sample_bank(np.where(allowed, codes, -1))
         self.bank_, self.bank_labels_ = self.transform(X[keep]), codes[keep].astype(np.int64)
         self.bank_ids_ = [str(i) for i in ids[keep]]
         is_real = y == REAL
@@ -268,10 +270,10 @@ class OpenSetHead(BaseHead):
         return float(np.quantile(negative_scores, 1.0 - self.false_match_rate))
 
     def _sample_bank(self, codes: np.ndarray) -> np.ndarray:
-        """Rows kept as exemplars: up to ``bank_size`` per class, at random."""
+        """Rows kept as exemplars: up to ``bank_size`` per class (code ``-1``: never), at random."""
         rng = np.random.default_rng(self.random_state)
         keep = np.concatenate([rng.permutation(np.flatnonzero(codes == c))[: self.bank_size]
-                               for c in np.unique(codes)])
+                               for c in np.unique(codes[codes >= 0])])
         return np.sort(keep)
 
     # ----------------------------------------------------------- class matches

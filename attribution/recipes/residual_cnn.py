@@ -61,6 +61,9 @@ class RecipeCfg:
     exclude: list[str] = field(default_factory=list)
     network: str = "residual_cnn"  # or "efficientnet_late", the fine-tuned alternative (measured, not shipped)
     tiles: dict[str, int] = field(default_factory=dict)  # class -> grid side its files are cut into
+    loss: str = "ce"  # or "robust": CVaR of the per-patch losses + an AUC loss on the synthetic logit (Santosh et al. 2024)
+    sam: bool = False  # sharpness-aware minimisation (two forward-backward passes a step)
+    cvar_alpha: float = 0.3  # the hardest share of patches the robust loss averages
     holdout_fraction: float = 0.0  # share of each class's groups left out (the benchmarks' closed-set test split)
     holdout_seed: int = 0
 
@@ -198,6 +201,41 @@ def build_network(name: str, n_classes: int) -> torch.nn.Module:
     raise ValueError(f"unknown network {name!r}; choose residual_cnn or efficientnet_late")
 
 
+def patch_loss(model: torch.nn.Module, x: torch.Tensor, codes: torch.Tensor, synthetic: torch.Tensor,
+               cfg: RecipeCfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, class logits)`` of a batch: the class cross-entropy plus the synthetic head's binary
+    cross-entropy (``loss="ce"``), or with ``loss="robust"`` the mean of the hardest ``cvar_alpha`` share of
+    those per-patch losses (CVaR) plus a squared-hinge AUC loss between synthetic and real patches
+    (Santosh et al. 2024, arXiv 2404.12908). Raises ``ValueError`` for another loss."""
+    _, logits, synthetic_logit = model(x)
+    per_patch = F.cross_entropy(logits, codes, reduction="none") + cfg.synthetic_weight * \
+        F.binary_cross_entropy_with_logits(synthetic_logit, synthetic, reduction="none")
+    if cfg.loss == "ce":
+        return per_patch.mean(), logits
+    if cfg.loss != "robust":
+        raise ValueError(f"loss must be 'ce' or 'robust', not {cfg.loss!r}")
+    k = max(1, int(round(cfg.cvar_alpha * len(per_patch))))
+    gap = synthetic_logit[synthetic > 0.5][:, None] - synthetic_logit[synthetic < 0.5][None, :]
+    return per_patch.topk(k).values.mean() + torch.clamp(1.0 - gap, min=0.0).pow(2).mean(), logits
+
+
+def sam_step(model: torch.nn.Module, loss: Callable[[], torch.Tensor], rho: float = 0.05) -> None:
+    """Sharpness-aware minimisation (Foret et al. 2021): with the gradients of the current loss in place, move the
+    weights by ``rho`` along them, take the gradients of ``loss()`` there, and move back; the optimiser then
+    steps with those gradients."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params)) + 1e-12
+        shifts = [rho * p.grad / norm for p in params]
+        for p, e in zip(params, shifts):
+            p.add_(e)
+    model.zero_grad(set_to_none=True)
+    loss().backward()
+    with torch.no_grad():
+        for p, e in zip(params, shifts):
+            p.sub_(e)
+
+
 def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str | None = None,
                        cache: Path | None = None, log: Callable[[str], None] = print,
                        decoded: dict[str, dict[str, np.ndarray]] | None = None) -> tuple[torch.nn.Module, dict]:
@@ -228,11 +266,11 @@ def train_residual_cnn(data_root: str | os.PathLike, cfg: RecipeCfg, device: str
         for group in optimiser.param_groups:  # cosine decay over the step or time budget, whichever ends first
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
         x, codes, synthetic = (t.to(dev) for t in sampler.batch())
-        _, logits, synthetic_logit = model(x)
-        loss = F.cross_entropy(logits, codes) + cfg.synthetic_weight * F.binary_cross_entropy_with_logits(
-            synthetic_logit, synthetic)
         optimiser.zero_grad(set_to_none=True)
+        loss, logits = patch_loss(model, x, codes, synthetic, cfg)
         loss.backward()
+        if cfg.sam:
+            sam_step(model, lambda: patch_loss(model, x, codes, synthetic, cfg)[0])
         optimiser.step()
         seen.append(((logits.argmax(1) == codes).float().mean().item(), loss.item()))
         step += 1
