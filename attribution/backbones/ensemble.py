@@ -27,7 +27,7 @@ from torch import nn
 from ..constants import CONFIG_NAME, REAL, WEIGHTS_NAME
 from ..transform import PreprocessCfg
 from .base import Backbone
-from .residual_cnn import DEFAULT_WINDOW, ResidualCNN
+from .residual_cnn import DEFAULT_WINDOW, ResidualCNN, WindowedNetworkBackbone
 
 ENSEMBLE_NETWORK = "ForensicEnsemble"
 ENSEMBLE_LAYERS = ("synthetic", "real_class")
@@ -108,44 +108,33 @@ def load_ensemble(ref: str) -> tuple[ForensicEnsemble, dict[str, Any]]:
     return model.eval(), config
 
 
-class EnsembleBackbone(Backbone):
+class EnsembleBackbone(WindowedNetworkBackbone):
     """Features of a :class:`ForensicEnsemble` (id ``forensic_ensemble:<ensemble>``, a zoo name, folder or
     ``hf-hub:`` id): the members' mean, or with ``member=k`` the out-of-fold output of member ``k``
-    (for fitting a head on the ensemble's own training images; never saved with a head)."""
+    (for fitting a head on the ensemble's own training images; never saved with a head). Raises
+    ``ValueError`` for a member the ensemble does not have."""
 
     family = "forensic_ensemble"
+    LAYERS = ENSEMBLE_LAYERS
 
     def __init__(self, backbone_id: str, layers: Sequence[str] | None = None,
                  preprocess_cfg: PreprocessCfg | None = None, window: int = DEFAULT_WINDOW,
                  member: int | None = None, device: str | torch.device | None = None) -> None:
-        layers = tuple(layers or ENSEMBLE_LAYERS)
-        bad = [name for name in layers if name not in ENSEMBLE_LAYERS]
-        if bad:
-            raise ValueError(f"unknown layers {bad}; choose from {list(ENSEMBLE_LAYERS)}")
-        if window < 16 or window % 2:
-            raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
-        super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
-        self.window = window
-        self.model, self.network_config = load_ensemble(backbone_id.partition(":")[2])
+        super().__init__(backbone_id, layers, preprocess_cfg, window, device)
         if member is not None and not 0 <= member < len(self.model.members):
             raise ValueError(f"member must be in 0..{len(self.model.members) - 1}; got {member}")
         self.member = member
-        self.model = self.model.to(self.device, self.dtype)
+
+    def load(self, backbone_id: str) -> tuple[nn.Module, dict]:
+        return load_ensemble(backbone_id.partition(":")[2])
 
     def extra_config(self) -> dict[str, Any]:
-        return {"window": self.window, **({"member": self.member} if self.member is not None else {})}
-
-    def weights_digest(self) -> str:
-        return self.network_config["weights_sha256"]
+        return {**super().extra_config(), **({"member": self.member} if self.member is not None else {})}
 
     def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's outputs ``(n_members, n, 2)`` (:meth:`ForensicEnsemble.forward`) on the centre ``window``
-        px of each view of ``x`` ``(n, 3, H, W)`` (normalised as :meth:`encode` gets it), whatever ``member`` is."""
-        pixels = self.pixels(x.to(self.device, self.dtype))
-        side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
-        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
-        window = pixels[:, :, top:top + side, left:left + side].to(self.dtype)
-        return self.model(window, None if self.member is None else [self.member])
+        px of each view of ``x`` ``(n, 3, H, W)`` (normalised as :meth:`encode` gets it), or member ``member``'s."""
+        return self.model(self.centre_window(x), None if self.member is None else [self.member])
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         return ensemble_layers(self.member_outputs(x), self.layers)

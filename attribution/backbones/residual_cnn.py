@@ -115,7 +115,46 @@ def load_network(ref: str, family: str = "residual_cnn") -> tuple[nn.Module, dic
     return model.eval(), config
 
 
-class ResidualCNNBackbone(Backbone):
+class WindowedNetworkBackbone(Backbone):
+    """A network trained here, run on the centre ``window`` px of each view: the layer and window checks, the
+    window cut and the weights digest shared by :class:`ResidualCNNBackbone` and the cross-fitted ensemble.
+    Subclasses set ``LAYERS`` and load ``model`` and ``network_config`` (with ``weights_sha256``) in
+    :meth:`load`. Raises ``ValueError`` for unknown layers or a bad window."""
+
+    LAYERS: tuple[str, ...] = ()
+
+    def __init__(self, backbone_id: str, layers: Sequence[str] | None = None,
+                 preprocess_cfg: PreprocessCfg | None = None, window: int = DEFAULT_WINDOW,
+                 device: str | torch.device | None = None) -> None:
+        layers = tuple(layers or self.LAYERS)
+        bad = [name for name in layers if name not in self.LAYERS]
+        if bad:
+            raise ValueError(f"unknown layers {bad}; choose from {list(self.LAYERS)}")
+        if window < 16 or window % 2:
+            raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
+        super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
+        self.window = window
+        self.model, self.network_config = self.load(backbone_id)
+        self.model = self.model.to(self.device, self.dtype)
+
+    def load(self, backbone_id: str) -> tuple[nn.Module, dict]:
+        raise NotImplementedError
+
+    def extra_config(self) -> dict[str, Any]:
+        return {"window": self.window}
+
+    def weights_digest(self) -> str:
+        return self.network_config["weights_sha256"]
+
+    def centre_window(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels (0-255, in the model's dtype) of the centre ``window`` px (even, at most the view) of ``x``."""
+        pixels = self.pixels(x.to(self.device, self.dtype))
+        side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
+        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
+        return pixels[:, :, top:top + side, left:left + side].to(self.dtype)
+
+
+class ResidualCNNBackbone(WindowedNetworkBackbone):
     """Features of a network trained by the recipe: ``embedding`` (pooled trunk: 128 for the residual CNN)
     and ``logits`` (its class logits followed by its synthetic logit), of the centre ``window`` px of each view.
 
@@ -124,32 +163,13 @@ class ResidualCNNBackbone(Backbone):
     """
 
     family = "residual_cnn"
+    LAYERS = NETWORK_LAYERS
 
-    def __init__(self, backbone_id: str, layers: Sequence[str] | None = None,
-                 preprocess_cfg: PreprocessCfg | None = None, window: int = DEFAULT_WINDOW,
-                 device: str | torch.device | None = None) -> None:
-        layers = tuple(layers or NETWORK_LAYERS)
-        bad = [name for name in layers if name not in NETWORK_LAYERS]
-        if bad:
-            raise ValueError(f"unknown layers {bad}; choose from {list(NETWORK_LAYERS)}")
-        if window < 16 or window % 2:
-            raise ValueError(f"window must be an even number of pixels >= 16; got {window}")
-        super().__init__(backbone_id, layers, preprocess_cfg or PreprocessCfg(), device)
-        self.window = window
+    def load(self, backbone_id: str) -> tuple[nn.Module, dict]:
         family, _, ref = backbone_id.partition(":")
-        self.model, self.network_config = load_network(ref, family)
-        self.model = self.model.to(self.device, self.dtype)
-
-    def extra_config(self) -> dict[str, Any]:
-        return {"window": self.window}
-
-    def weights_digest(self) -> str:
-        return self.network_config["weights_sha256"]
+        return load_network(ref, family)
 
     def _forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pixels = self.pixels(x)
-        side = min(self.window, pixels.shape[-1], pixels.shape[-2]) // 2 * 2
-        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
-        embedding, logits, synthetic = self.model(pixels[:, :, top:top + side, left:left + side].to(self.dtype))
+        embedding, logits, synthetic = self.model(self.centre_window(x))
         out = {"embedding": embedding.float(), "logits": torch.cat([logits, synthetic[:, None]], dim=1).float()}
         return [out[name] for name in self.layers]
