@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .backbones import Backbone, backbone_from_config
-from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
+from .constants import MAX_ENROLL_IMAGES, MAX_FRAMES, MIN_ENROLL_IMAGES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import Extracted, FeatureBatch, FeatureCache, FeatureExtractor, Progress
@@ -25,9 +25,6 @@ from . import zoo
 from .persistence import flat_backbone_config
 from .verification.base import false_match_rate_at
 from .verification.blackbox import BlackBoxVerifier
-
-MIN_ENROLL_IMAGES = 3
-MAX_ENROLL_IMAGES = 200
 
 
 class Attributor:

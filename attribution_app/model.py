@@ -16,12 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attribution import Attributor, ZooError, normalize_label, zoo
-from attribution.constants import DEFAULT_ZOO_NAME
-from attribution.enrollment import enrolled_config, head_fingerprint
-from attribution.heads.base import NotFittedError
-from attribution.pipeline import MIN_ENROLL_IMAGES
-from attribution.provenance import ProvenanceReader
+from attribution import (DEFAULT_ZOO_NAME, MIN_ENROLL_IMAGES, Attributor, NotFittedError, ProvenanceReader, ZooError,
+                         enrolled_config, head_fingerprint, normalize_label, zoo)
 from attribution.verification import BlackBoxVerifier, Verifier, list_verifiers, load_verifier
 
 from .errors import scrub_paths
