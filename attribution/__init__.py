@@ -13,17 +13,24 @@ _EXPORTS = {  # public name -> submodule defining it
     "ImageDecodeError": "transform", "PreprocessCfg": "transform", "load_image": "transform",
     "OpenSetHead": "heads",
     "ProvenanceReader": "provenance", "ProvenanceReport": "provenance", "read_provenance": "provenance",
-    "REAL": "constants", "UNCERTAIN": "constants", "UNKNOWN": "constants",
+    "REAL": "constants", "UNCERTAIN": "constants", "UNKNOWN": "constants", "DEFAULT_ZOO_NAME": "constants",
+    "MIN_ENROLL_IMAGES": "constants", "MIN_IMAGE_SIZE": "constants",
+    "NotFittedError": "heads",
+    "WARN_NOT_FLAGGED": "enrollment", "WARN_PROBA": "enrollment", "WARN_SHARE": "enrollment",
+    "enrolled_config": "enrollment", "REASON_TEXT": "heads", "ClassDelta": "heads",
+    "head_fingerprint": "enrollment",
     "ZooError": "zoo", "list_zoo": "zoo", "load_head": "zoo", "push_to_hub": "zoo", "user_zoo_dir": "zoo",
     "normalize_label": "names",
     "Verifier": "verification", "load_verifier": "verification",
 }
 
-__all__ = ["AttributionOutput", "Attributor", "Backbone", "EnrollmentOutput", "FeatureCache", "FeatureExtractor",
-           "ImageDecodeError", "OpenSetHead", "PreprocessCfg", "ProvenanceReader",
-           "ProvenanceReport", "REAL", "UNCERTAIN", "UNKNOWN", "VerificationOutput", "Verifier", "ZooError",
-           "create_backbone", "list_backbones", "list_zoo", "load_head", "load_image", "load_verifier", "normalize_label",
-           "push_to_hub", "read_provenance", "user_zoo_dir"]
+__all__ = ["AttributionOutput", "Attributor", "Backbone", "DEFAULT_ZOO_NAME", "EnrollmentOutput", "FeatureCache",
+           "FeatureExtractor", "ImageDecodeError", "MIN_ENROLL_IMAGES", "MIN_IMAGE_SIZE", "NotFittedError",
+           "OpenSetHead", "PreprocessCfg", "ProvenanceReader", "ProvenanceReport", "REAL", "REASON_TEXT", "UNCERTAIN",
+           "UNKNOWN", "VerificationOutput", "Verifier", "WARN_NOT_FLAGGED", "WARN_PROBA", "WARN_SHARE", "ZooError",
+           "ClassDelta", "create_backbone",
+           "enrolled_config", "head_fingerprint", "list_backbones", "list_zoo", "load_head", "load_image",
+           "load_verifier", "normalize_label", "push_to_hub", "read_provenance", "user_zoo_dir"]
 __version__ = "0.1.0"
 
 

@@ -4,17 +4,20 @@ Millions of images, one Parquet dataset out, resumable. The work is split the Ra
 
 1. list the inputs on the driver (a folder, a glob, or a Parquet/CSV manifest with a ``path`` column),
    dropping files the output already has a result for;
-2. decode in parallel with stateless Ray tasks (path or URI -> RGB frames and the input facts); a file
-   that cannot be read becomes an error row, it never stops the job;
+2. decode in parallel with stateless Ray tasks running the package's one input stage
+   (:class:`~attribution.reading.ImageReader`: path or URI -> RGB frames and the input facts, and the
+   file's provenance evidence from the same bytes); a file that cannot be read becomes an error row, it
+   never stops the job;
 3. attribute with a fixed pool of stateful actors, each loading :class:`~attribution.Attributor`
    once (``map_batches(BatchAttributor, compute=ActorPoolStrategy(size=workers), num_gpus=...)``)
-   and running its streaming feature extractor on the decoded frames;
+   and running its streaming feature extractor on the decoded inputs as they are;
 4. stream the result rows back to the driver, which appends them to ``OUT`` as new part files
    (written atomically with :func:`attribution.storage.atomic_path`, so an interrupted job never
    leaves a broken part).
 
-Rows carry the fields of ``predict --json`` (see :func:`output_schema`). Ray is an optional
-dependency, imported only inside functions: ``pip install -r requirements-ray.txt``.
+Rows are :class:`~attribution.outputs.AttributionOutput` rows, as ``predict --json`` prints them (see
+:func:`output_schema`). Ray is an optional dependency, imported only inside functions:
+``pip install -r requirements-ray.txt``.
 
 Examples
 --------
@@ -39,12 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .constants import CONFIG_NAME, HASHES_NAME, MAX_FRAMES, WEIGHTS_NAME
+from .inputs import InputFile, walk_files
+from .outputs import JSON_TEXT, AttributionOutput, ImageFacts, columns
 from .persistence import dump_json
+from .reading import Extracted, ImageReader, Provenance, Read
 from .storage import atomic_path, write_bytes
-from .inputs import walk_files
-from .transform import DecodedImage
+from .transform import DecodedImage, read_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -73,29 +79,22 @@ def require_ray() -> Any:
     return ray
 
 
-FACT_COLUMNS = [("width", "int32"), ("height", "int32"), ("format", "string"), ("frames", "int32"),
-                ("has_alpha", "bool_"), ("bit_depth", "int32"), ("grayscale", "bool_"),
-                ("exif_orientation_applied", "bool_"), ("pixel_sha256", "string")]
-JSON_COLUMNS = ("scores", "frames_judged", "duplicate_of")  # objects of ``predict --json``, stored as JSON text
+ARROW_TYPES = {str: "string", bool: "bool_", int: "int32", float: "float64", JSON_TEXT: "string"}
+JSON_COLUMNS = tuple(name for name, kind in columns(AttributionOutput) if kind == JSON_TEXT)
 
 
 def output_schema() -> "pa.Schema":
-    """Arrow schema of the output rows: the ``predict --json`` fields, one column each.
+    """Arrow schema of the output rows: one column per field of :class:`~attribution.outputs.AttributionOutput`
+    (:func:`~attribution.outputs.columns`), in its field order, so every ``predict --json`` field has one.
 
-    ``scores``, ``frames_judged`` and ``duplicate_of`` are the objects of ``predict --json``
-    serialised as JSON strings (the schema stays the same whatever classes a head has). A row with
-    ``error`` set has only ``file``, ``error``, ``error_code`` and ``skipped``; the other columns are
-    null. Columns after ``error`` were added later: part files written before them read as null there.
+    Objects (``scores``, ``frames_judged``, ``duplicate_of``, ``provenance``...) are the ``predict --json``
+    objects serialised as JSON strings (the schema stays the same whatever classes a head has). A row with
+    ``error`` set has only ``file``, ``error``, ``error_code``, ``skipped`` and the provenance columns; the
+    other columns are null. Columns are only ever appended: part files written before one read as null there.
     """
     import pyarrow as pa
 
-    return pa.schema([("file", pa.string()), ("label", pa.string()), ("known", pa.bool_()),
-                      ("scores", pa.string()), ("unknown_score", pa.float64()), ("threshold", pa.float64()),
-                      ("note", pa.string()), ("error", pa.string()), ("error_code", pa.string()),
-                      ("skipped", pa.bool_()), *((name, getattr(pa, kind)()) for name, kind in FACT_COLUMNS),
-                      ("frames_judged", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string()),
-                      ("synthetic_score", pa.float64()), ("synthetic_threshold", pa.float64()),
-                      ("real_threshold", pa.float64())])
+    return pa.schema([(name, getattr(pa, ARROW_TYPES[kind])()) for name, kind in columns(AttributionOutput)])
 
 
 @dataclass
@@ -294,61 +293,63 @@ class _PartWriter:
 
 
 # ------------------------------------------------------------- ray stages
-def _decode_one(file: str) -> tuple[DecodedImage | None, str | None, str | None]:
-    """``(DecodedImage, None, None)`` for one file or URI (up to ``MAX_FRAMES`` frames), or
-    ``(None, error, error_code)``."""
-    from .transform import ImageDecodeError, decode_image, read_file
+def _read_any(file: str | os.PathLike) -> bytes:
+    """The bytes of a local file (:func:`~attribution.transform.read_file`) or of a URI (fsspec)."""
+    file = os.fspath(file)
+    if not _is_uri(file):
+        return read_file(file)
+    import fsspec
 
-    try:
-        if _is_uri(file):
-            import fsspec
-
-            with fsspec.open(file, "rb") as fh:
-                data = fh.read()
-        else:
-            data = read_file(file)
-        return decode_image(data, MAX_FRAMES), None, None
-    except ImageDecodeError as exc:  # the messages and codes of FeatureExtractor, so error rows match ``predict``
-        return None, str(exc), exc.code
-    except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
-        return None, f"could not read image: {type(exc).__name__}: {exc}", "unreadable"
+    with fsspec.open(file, "rb") as fh:
+        return fh.read()
 
 
-def _decode_batch(batch: "pa.Table") -> "pa.Table":
-    """Ray task: file keys -> RGB frames (``uint8`` bytes, one per judged frame, with their sizes and
-    indices) and the input facts as JSON, or an error message and code."""
+def _decode_batch(batch: "pa.Table", provenance: Provenance | None = None) -> "pa.Table":
+    """Ray task: the input stage (:class:`~attribution.reading.ImageReader`) on file keys -> RGB frames (``uint8``
+    bytes, one per judged frame, with their sizes and indices) and the input facts as JSON, or an error
+    message and code; with a ``provenance`` reader, each file's provenance fields read from the same bytes."""
     import pyarrow as pa
 
-    columns: dict[str, list[Any]] = {k: [] for k in ("frames", "heights", "widths", "indices", "facts", "error",
-                                                       "error_code")}
-    for file in batch.column("file").to_pylist():
-        decoded, error, code = _decode_one(file)
-        frames = decoded.frames if decoded else []
-        columns["frames"].append([f.tobytes() for f in frames])
-        columns["heights"].append([f.height for f in frames])
-        columns["widths"].append([f.width for f in frames])
-        columns["indices"].append(decoded.frame_indices if decoded else [])
-        columns["facts"].append(json.dumps(decoded.facts.to_json()) if decoded else None)
-        columns["error"].append(error)
-        columns["error_code"].append(code)
+    files = [InputFile(f, walked) for f, walked in zip(batch.column("file").to_pylist(),
+                                                        batch.column("walked").to_pylist())]
+    names = ("frames", "heights", "widths", "indices", "facts", "error", "error_code", "skipped", "provenance",
+             "provenance_reason")
+    out: dict[str, list[Any]] = {k: [] for k in names}
+    # the size check is the model stage's (its Attributor's min_size): any size passes here
+    reads = ImageReader(1, min_size=1, read=_read_any).stream(files, max_frames=MAX_FRAMES, window=len(files),
+                                                              provenance=provenance)
+    for read in (read for group in reads for read in group):
+        result, decoded = read.finished(), (read.first or read).decoded
+        frames = decoded.frames if decoded and result.error is None else []
+        out["frames"].append([f.tobytes() for f in frames])
+        out["heights"].append([f.height for f in frames])
+        out["widths"].append([f.width for f in frames])
+        out["indices"].append(result.frame_indices if frames else [])
+        out["facts"].append(json.dumps(result.facts.to_json()) if frames else None)
+        out["provenance"].append(None if provenance is None else json.dumps(result.provenance))
+        for name in ("error", "error_code", "skipped", "provenance_reason"):
+            out[name].append(getattr(result, name))
     ints = pa.list_(pa.int32())
+    types = {"frames": pa.list_(pa.large_binary()), "heights": ints, "widths": ints, "indices": ints,
+             "skipped": pa.bool_()}
     return pa.table({"file": batch.column("file"), "walked": batch.column("walked"),
-                     "frames": pa.array(columns["frames"], pa.list_(pa.large_binary())),
-                     "heights": pa.array(columns["heights"], ints), "widths": pa.array(columns["widths"], ints),
-                     "indices": pa.array(columns["indices"], ints), "facts": pa.array(columns["facts"], pa.string()),
-                     "error": pa.array(columns["error"], pa.string()),
-                     "error_code": pa.array(columns["error_code"], pa.string())})
+                     **{k: pa.array(v, types.get(k, pa.string())) for k, v in out.items()}})
 
 
-def _decoded(frames: list[bytes], heights: list[int], widths: list[int], indices: list[int],
-             facts: str) -> DecodedImage:
-    """The :class:`~attribution.transform.DecodedImage` a decode task sent (frames rebuilt from their bytes)."""
-    from PIL import Image
-
-    from .outputs import ImageFacts
-
-    images = [Image.frombytes("RGB", (w, h), data) for data, h, w in zip(frames, heights, widths)]
-    return DecodedImage(images, list(indices), ImageFacts(**json.loads(facts)))
+def _read_of(data: dict[str, list[Any]], i: int) -> Read:
+    """The :class:`~attribution.reading.Read` that a decode task sent as row ``i`` (frames rebuilt from their
+    bytes), for the model stage to take as it is."""
+    provenance = data["provenance"][i]
+    result = Extracted(i, error=data["error"][i], error_code=data["error_code"][i], skipped=data["skipped"][i],
+                       provenance=None if provenance is None else json.loads(provenance),
+                       provenance_reason=data["provenance_reason"][i])
+    decoded = None
+    if result.error is None:
+        frames = [Image.frombytes("RGB", (w, h), b)
+                  for b, h, w in zip(data["frames"][i], data["heights"][i], data["widths"][i])]
+        decoded = DecodedImage(frames, list(data["indices"][i]), ImageFacts(**json.loads(data["facts"][i])))
+        result.facts, result.frame_indices = decoded.facts, decoded.frame_indices
+    return Read(result, bool(data["walked"][i]), decoded)
 
 
 class BatchAttributor:
@@ -376,45 +377,37 @@ class BatchAttributor:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _attribute(self, images: list[DecodedImage]) -> list[Any]:
-        """Outputs for ``images``; if the batch fails, one image at a time, so a failure stays on its row."""
-        from .outputs import AttributionOutput
-
+    def _attribute(self, reads: list[Read]) -> list[AttributionOutput]:
+        """Outputs for decoded ``reads``; if the batch fails, one image at a time, so a failure stays on its row."""
         try:
-            return self.attributor(images) if images else []
+            return self.attributor(reads) if reads else []
         except Exception:  # noqa: BLE001 - retried per image below
             outputs = []
-            for image in images:
+            for read in reads:
                 try:
-                    outputs += self.attributor([image])
+                    outputs += self.attributor([read])
                 except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the job
-                    outputs.append(AttributionOutput(None, error=f"attribution failed: {type(exc).__name__}: {exc}",
-                                                     error_code="unreadable"))
+                    failed = read.result.row(None)
+                    failed.error, failed.error_code = f"attribution failed: {type(exc).__name__}: {exc}", "unreadable"
+                    outputs.append(failed)
             return outputs
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
+        """The model stage: decoded rows attributed, rows the decode task refused as they are; one output row
+        each, laid out as :func:`output_schema` (JSON columns as text)."""
         import pyarrow as pa
 
-        from .outputs import AttributionOutput
-
         data = batch.to_pydict()
-        ok = [i for i, e in enumerate(data["error"]) if e is None]
-        images = [_decoded(data["frames"][i], data["heights"][i], data["widths"][i], data["indices"][i],
-                           data["facts"][i]) for i in ok]
-        results = dict(zip(ok, self._attribute(images)))
+        reads = [_read_of(data, i) for i in range(batch.num_rows)]
+        judged = iter(self._attribute([read for read in reads if read.result.error is None]))
         schema = output_schema()
         rows: dict[str, list[Any]] = {name: [] for name in schema.names}
-        for i, file in enumerate(data["file"]):
-            out = results.get(i) or AttributionOutput(
-                file, error=data["error"][i], error_code=data["error_code"][i],
-                skipped=bool(data["walked"][i]) and data["error_code"][i] == "not_an_image")
-            row = out.to_json()  # the predict --json object
-            row["file"] = file
-            for name in JSON_COLUMNS:
-                if name in row:
-                    row[name] = json.dumps(row[name], ensure_ascii=False)
+        for file, read in zip(data["file"], reads):
+            row = {**(next(judged) if read.result.error is None else read.result.row(None)).to_json(), "file": file}
             for name in schema.names:
-                rows[name].append(row.get(name))
+                value = row.get(name)
+                rows[name].append(json.dumps(value, ensure_ascii=False) if name in JSON_COLUMNS and name in row
+                                  else value)
         return pa.Table.from_pydict(rows, schema=schema)
 
 
@@ -451,11 +444,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
 def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None = None, *,
               address: str | None = None, workers: int = 1, batch_size: int = 16, gpus_per_worker: float = 0.0,
               cpus_per_worker: float = 1.0, rows_per_file: int = ROWS_PER_FILE, retry_errors: bool = True,
-              quiet: bool = True) -> BatchOutput:
+              quiet: bool = True, provenance: Provenance | None = None) -> BatchOutput:
     """Attribute every image of ``inputs`` into the Parquet dataset ``output`` (a folder of part files).
 
     Files that ``output`` already holds a result for are skipped. Files recorded with an error are
     tried again (unless ``retry_errors=False``); a retry failing with the same error adds no row.
+    With a ``provenance`` reader (:class:`~attribution.provenance.ProvenanceReader`, shipped to the decode
+    tasks), rows carry each file's provenance evidence, read from the bytes decoded, as ``predict --json``.
     ``address`` is as for :func:`init_ray`; Ray is shut down (or disconnected) at the end when this
     call initialised it. With a Ray Client address (``ray://``), Ray Data cannot run its executor
     in the client, so the job runs as a task on the cluster's head node: ``inputs`` and ``output``
@@ -467,7 +462,7 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
     zoo_name, head_files = _head_files(zoo)  # read here and shipped: workers need no zoo of their own
     options = {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
                "cpus_per_worker": cpus_per_worker, "rows_per_file": rows_per_file, "retry_errors": retry_errors,
-               "quiet": quiet}
+               "quiet": quiet, "provenance": provenance}
     client = _is_client(address) or (ray.is_initialized() and ray.util.client.ray.is_connected())
     if not client:
         return _run_job(list(map(str, inputs)), str(output), zoo_name, head_files, address=address, **options)
@@ -487,7 +482,8 @@ def run_batch(inputs: Sequence[str], output: str | os.PathLike, zoo: str | None 
 
 def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str, bytes], *,
              address: str | None = None, workers: int, batch_size: int, gpus_per_worker: float,
-             cpus_per_worker: float, rows_per_file: int, retry_errors: bool, quiet: bool) -> BatchOutput:
+             cpus_per_worker: float, rows_per_file: int, retry_errors: bool, quiet: bool,
+             provenance: Provenance | None) -> BatchOutput:
     """List, skip what is done, run the Ray Data pipeline, append part files (see :func:`run_batch`)."""
     start = time.perf_counter()
     ray = require_ray()
@@ -519,6 +515,7 @@ def _run_job(inputs: list[str], output: str, zoo_name: str, head_files: dict[str
                       for i in range(0, len(todo), block)]
             ds = ray.data.from_arrow(tables)
             ds = ds.map_batches(_decode_batch, batch_format="pyarrow", batch_size=None,
+                                fn_kwargs={"provenance": provenance},
                                 num_cpus=DECODE_CPUS if cpus_per_worker != DECODE_CPUS else DECODE_CPUS / 2)
             ds = ds.map_batches(
                 BatchAttributor, batch_format="pyarrow", batch_size=batch_size,

@@ -79,14 +79,6 @@ def _provenance_reader(args: argparse.Namespace):
     return ProvenanceReader(args.c2pa_trust_anchors)
 
 
-def _with_provenance(row: dict[str, Any], reader) -> dict[str, Any]:
-    """``row`` plus its file's provenance fields (unchanged when ``reader`` is None). Evidence beside the
-    verdict only: it is read after the prediction and never feeds it."""
-    if reader is None or not row.get("file"):
-        return row
-    return {**row, **reader(row["file"]).fields()}
-
-
 def _load(args: argparse.Namespace):
     from .pipeline import Attributor
 
@@ -96,7 +88,8 @@ def _load(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Lines are written (and flushed) as each batch is done, in input order; exit 1 when an image failed
-    (files found by walking a folder that are no image are skipped rows and do not count)."""
+    (files found by walking a folder that are no image are skipped rows and do not count). ``--json`` lines
+    carry the files' provenance evidence unless ``--no-provenance``."""
     provenance = _provenance_reader(args) if args.json and not args.no_provenance else None
     attributor = _load(args)
     files = expand_inputs(args.paths)
@@ -106,17 +99,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{'file':<{width}}  {'label':<24} {'most probable class':<32} {'synthetic score':>15}  {'unknown score':>13}  "
               "reason",
               flush=True)
-    for o in attributor.stream(files, progress=_progress("predict", args.quiet), nearest=args.nearest):
+    for o in attributor.stream(files, progress=_progress("predict", args.quiet), nearest=args.nearest,
+                               provenance=provenance):
         failed |= o.error is not None and not o.skipped
+        row = o.to_json()
         if args.json:
-            _emit(_with_provenance(o.to_json(), provenance))
+            _emit(row)
         elif o.error:
             print(f"{o.file:<{width}}  {'SKIPPED' if o.skipped else 'ERROR'} ({o.error_code}): {o.error}", flush=True)
         else:
-            top = max(o.scores, key=o.scores.get)  # may differ from the label (uncertain, unknown)
-            synthetic = "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
-            print(f"{o.file:<{width}}  {o.label:<24} {f'{top} ({o.scores[top]:.3f})':<32} {synthetic:>15}  "
-                  f"{o.unknown_score:>13.4f}  {o.reason}", flush=True)
+            scores = row["scores"]
+            top = max(scores, key=scores.get)  # may differ from the label (uncertain, unknown)
+            synthetic = "-" if row["synthetic_score"] is None else f"{row['synthetic_score']:.4f}"
+            print(f"{o.file:<{width}}  {o.label:<24} {f'{top} ({scores[top]:.3f})':<32} {synthetic:>15}  "
+                  f"{row['unknown_score']:>13.4f}  {o.reason}", flush=True)
     return 1 if failed else 0
 
 
@@ -387,7 +383,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         result = run_batch(args.input, args.output, args.zoo, address=args.address, workers=args.workers,
                            batch_size=args.batch_size, gpus_per_worker=args.gpus_per_worker,
                            cpus_per_worker=args.cpus_per_worker, rows_per_file=args.rows_per_file,
-                           retry_errors=not args.skip_errors, quiet=args.quiet)
+                           retry_errors=not args.skip_errors, quiet=args.quiet,
+                           provenance=None if args.no_provenance else _provenance_reader(args))
     except Exception as exc:
         if type(exc).__module__.split(".")[0] == "ray":  # a cluster failure: reported like other errors
             raise RuntimeError(f"the Ray job failed: {exc}") from exc
@@ -411,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--c2pa-trust-anchors", default=None, metavar="PEM",
                        help="CA certificates (PEM) whose C2PA signers count as trusted; without it none does")
 
-    def min_size(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--min-size", type=int, default=MIN_IMAGE_SIZE,
-                       help=f"smallest short side judged, in px (default {MIN_IMAGE_SIZE}); smaller: a too_small error")
+    def min_size(p: argparse.ArgumentParser, default: int | None = MIN_IMAGE_SIZE,
+                 default_help: str = str(MIN_IMAGE_SIZE)) -> None:
+        p.add_argument("--min-size", type=int, default=default,
+                       help=f"smallest short side judged, in px (default {default_help}); smaller: a too_small error")
 
     p = sub.add_parser("predict", help="attribute images: real, a known generator or unknown")
     common(p)
@@ -434,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="was each image made by this model?")
     common(p)
-    min_size(p)
+    min_size(p, None, f"{MIN_IMAGE_SIZE} for black-box; OCC-CLIP and white-box take any size their model takes")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--model", help="a class of the --zoo head (black-box)")
     target.add_argument("--whitebox", help="diffusers pipeline or VAE folder / Hub id (white-box)")
@@ -557,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per CPU model worker")
     p.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE, help="rows per output part file")
     p.add_argument("--skip-errors", action="store_true", help="do not retry files recorded with an error")
+    p.add_argument("--no-provenance", action="store_true",
+                   help="do not add the files' provenance evidence (C2PA, XMP, PNG text, EXIF) to the rows")
+    trust_anchors(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or Ray Data logs")
     p.set_defaults(func=cmd_batch)
     return parser

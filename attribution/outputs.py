@@ -1,8 +1,15 @@
-"""Result dataclasses; their ``to_json`` is the CLI's public JSON contract (extend it, never break it)."""
+"""Result dataclasses; their ``to_json`` is the CLI's public JSON contract (extend it, never break it), and
+:func:`columns` lays a row out flat for tables (the batch Parquet schema)."""
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+JSON_DECIMALS = 6  # scores, thresholds and rates in the JSON lines (the core keeps full precision)
+JSON_TEXT = "json"  # the kind of a column holding an object (dict or list), stored as JSON text
 
 
 @dataclass
@@ -32,7 +39,10 @@ class ImageFacts:
 
 @dataclass
 class AttributionOutput:
-    """One image's attribution. ``error`` is set (and the rest empty) when the image could not be read.
+    """One image's attribution: the one row that every renderer shows (``predict --json`` via :meth:`to_json`,
+    the app, the batch Parquet columns via :func:`columns`). The core fills it with full precision; the
+    JSON rounds (:data:`JSON_DECIMALS`). ``error`` is set (and the decision's fields empty) when the image
+    could not be judged.
 
     ``label`` is ``real``, a known generator, ``unknown`` (synthetic, from a generator the head does not
     know) or ``uncertain`` (neither real nor synthetic with confidence); ``known`` is true for a class
@@ -42,15 +52,31 @@ class AttributionOutput:
     a synthetic image is from a known generator. The synthetic fields are ``None`` for heads without
     a synthetic probe.
 
+    ``threshold`` means different things on different rows, and each is a public JSON field that stays as it
+    is: here it is the head's unknown-score threshold (an image found synthetic whose ``unknown_score``
+    passes it is ``unknown``); inside ``class_match`` it is that class's verification threshold on the raw
+    class score; on a :class:`VerificationOutput` it is always 0.0, because a verification ``score`` is the
+    decision value, the verifier's threshold already subtracted.
+
     ``error_code`` is one of :data:`attribution.transform.ERROR_CODES`; ``skipped`` marks a file found by
-    walking a folder whose bytes are no image (it does not fail a run). ``frames_judged`` lists
-    ``{index, label, scores}`` per frame of an animated input (the row's own fields aggregate them);
-    ``duplicate_of`` is ``{class, id, match, distance}`` when the image is (nearly) one of the head's
-    training or enrolled images; an ``exact`` one decides the label (reason ``exact_known_image``).
-    ``class_match`` is ``{class, score, threshold, false_match_rate_at_score, real_false_match_rate_at_score}``
-    when a generator class's black-box verification score passes its threshold (the class furthest above
-    it): the same test as ``verify --model <class>``. ``disagreement`` names the evidence that pulled
-    both ways when the label is ``uncertain`` for that reason (``{evidence: [...], detail}``).
+    walking a folder whose bytes are no image (it does not fail a run). ``facts`` are the input facts
+    (:class:`ImageFacts`, flat in the JSON). ``frames_judged`` lists ``{index, label, scores}`` per frame of an
+    animated input (the row's own fields aggregate them); ``duplicate_of`` is ``{class, id, match, distance}``
+    when the image is (nearly) one of the head's training or enrolled images; an ``exact`` one decides the
+    label (reason ``exact_known_image``). ``nearest`` lists ``{label, id, distance}`` of the closest known
+    exemplars when asked for. ``class_match`` is ``{class, score, threshold, false_match_rate_at_score,
+    real_false_match_rate_at_score}`` when a generator class's black-box verification score passes its
+    threshold (the class furthest above it): the same test as ``verify --model <class>``. ``disagreement``
+    names the evidence that pulled both ways when the label is ``uncertain`` for that reason
+    (``{evidence: [...], detail}``).
+
+    ``provenance`` and ``provenance_reason`` are the file's provenance evidence
+    (:meth:`attribution.provenance.ProvenanceReport.fields`: an object, or ``None`` with a reason when the
+    file had no readable bytes), read from the bytes decoded, beside the verdict and never feeding it;
+    both ``None`` when provenance was not asked for (the JSON then has no ``provenance`` key).
+
+    The fields are in the order of the batch Parquet columns: a new field (e.g. a per-row caveat) is
+    appended, and added to :meth:`to_json`.
     """
 
     file: str | None
@@ -59,49 +85,64 @@ class AttributionOutput:
     scores: dict[str, float] = field(default_factory=dict)
     unknown_score: float | None = None
     threshold: float | None = None
-    reason: str | None = None
-    synthetic_score: float | None = None
-    synthetic_threshold: float | None = None
-    real_threshold: float | None = None
     note: str | None = None
-    nearest: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     error_code: str | None = None
     skipped: bool = False
     facts: ImageFacts | None = None
     frames_judged: list[dict[str, Any]] = field(default_factory=list)
     duplicate_of: dict[str, Any] | None = None
+    reason: str | None = None
+    synthetic_score: float | None = None
+    synthetic_threshold: float | None = None
+    real_threshold: float | None = None
+    nearest: list[dict[str, Any]] = field(default_factory=list)
     class_match: dict[str, Any] | None = None
     disagreement: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
+    provenance_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The ``predict --json`` object (the public contract: fields are only ever added)."""
         if self.error is not None:
-            out = {"file": self.file, "error": self.error, "error_code": self.error_code}
-            return {**out, "skipped": True} if self.skipped else out
-        out = {"file": self.file, "label": self.label, "known": self.known, "scores": self.scores,
-               "unknown_score": self.unknown_score, "threshold": self.threshold, "reason": self.reason,
-               "synthetic_score": self.synthetic_score, "synthetic_threshold": self.synthetic_threshold,
-               "real_threshold": self.real_threshold}
+            out: dict[str, Any] = {"file": self.file, "error": self.error, "error_code": self.error_code}
+            if self.skipped:
+                out["skipped"] = True
+            return self._with_provenance(out)
+        out = {"file": self.file, "label": self.label, "known": self.known, "scores": _rounded(self.scores),
+               "unknown_score": _rounded(self.unknown_score), "threshold": _rounded(self.threshold),
+               "reason": self.reason, "synthetic_score": _rounded(self.synthetic_score),
+               "synthetic_threshold": _rounded(self.synthetic_threshold),
+               "real_threshold": _rounded(self.real_threshold)}
         if self.note:
             out["note"] = self.note
         if self.nearest:
-            out["nearest"] = self.nearest
+            out["nearest"] = [{**n, "distance": round(float(n["distance"]), 4)} for n in self.nearest]
         if self.facts is not None:
             out.update(self.facts.to_json())
         if self.frames_judged:
-            out["frames_judged"] = self.frames_judged
+            out["frames_judged"] = [{**f, "scores": _rounded(f["scores"])} for f in self.frames_judged]
         if self.duplicate_of:
             out["duplicate_of"] = self.duplicate_of
         if self.class_match:
-            out["class_match"] = self.class_match
+            out["class_match"] = _rounded(self.class_match)
         if self.disagreement:
             out["disagreement"] = self.disagreement
+        return self._with_provenance(out)
+
+    def _with_provenance(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self.provenance is not None or self.provenance_reason is not None:
+            out["provenance"] = self.provenance
+            if self.provenance_reason is not None:
+                out["provenance_reason"] = self.provenance_reason
         return out
 
 
 @dataclass
 class VerificationOutput:
-    """"Was this image made by ``model``?" ``score`` >= 0 is a match (threshold already subtracted).
+    """"Was this image made by ``model``?" ``score`` >= 0 is a match: the verifier's threshold is already
+    subtracted, so ``threshold`` is always 0.0 here (see :class:`AttributionOutput` for the attribution
+    row's own ``threshold``). The JSON rounds the scores (:data:`JSON_DECIMALS`).
 
     ``false_match_rate_at_score`` is the conformal estimate ``(k + 1) / (n + 1)`` of the share of other
     sources' images scoring at least this high (``k`` of the verifier's ``n`` held-out negatives do), so it
@@ -128,12 +169,12 @@ class VerificationOutput:
         if self.error is not None:
             out = {"file": self.file, "model": self.model, "error": self.error, "error_code": self.error_code}
             return {**out, "skipped": True} if self.skipped else out
-        out = {"file": self.file, "model": self.model, "score": self.score, "match": self.match,
+        out = {"file": self.file, "model": self.model, "score": _rounded(self.score), "match": self.match,
                "threshold": self.threshold, "false_match_rate": self.false_match_rate, "method": self.method}
         if self.false_match_rate_at_score is not None:
-            out["false_match_rate_at_score"] = self.false_match_rate_at_score
+            out["false_match_rate_at_score"] = _rounded(self.false_match_rate_at_score)
         if self.real_false_match_rate_at_score is not None:
-            out["real_false_match_rate_at_score"] = self.real_false_match_rate_at_score
+            out["real_false_match_rate_at_score"] = _rounded(self.real_false_match_rate_at_score)
         if self.note:
             out["note"] = self.note
         return out
@@ -168,3 +209,27 @@ class EnrollmentOutput:
         if self.warning:
             out["warning"] = self.warning
         return out
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` as the JSON shows it: floats (also those of a dict's values) to :data:`JSON_DECIMALS`."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(float(value), JSON_DECIMALS) if isinstance(value, float) else value
+
+
+def columns(cls: type) -> list[tuple[str, type | str]]:
+    """The flat columns of a result dataclass, in field order: ``(name, kind)`` with ``kind`` ``str``,
+    ``bool``, ``int`` or ``float``, or :data:`JSON_TEXT` for an object (a dict or a list); a nested
+    dataclass (``facts``) gives its own fields. What a renderer of tables maps to its types."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, type | str]] = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if dataclasses.is_dataclass(kind):
+            out += columns(kind)
+        else:
+            out.append((f.name, kind if kind in (str, bool, int, float) else JSON_TEXT))
+    return out

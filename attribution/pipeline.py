@@ -7,27 +7,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
 from .backbones import Backbone, backbone_from_config
-from .constants import MAX_FRAMES, MIN_IMAGE_SIZE, UNCERTAIN
+from .constants import MAX_ENROLL_IMAGES, MAX_FRAMES, MIN_ENROLL_IMAGES, MIN_IMAGE_SIZE, UNCERTAIN
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
-from .features import Extracted, FeatureBatch, FeatureCache, FeatureExtractor, Progress
+from .features import FeatureCache, FeatureExtractor
 from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
 from .heads import OpenSetHead
 from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, Decision
 from .names import normalize_label
-from .outputs import AttributionOutput, EnrollmentOutput, VerificationOutput
+from .outputs import JSON_DECIMALS, AttributionOutput, EnrollmentOutput, VerificationOutput
 from .inputs import file_name
+from .reading import Extracted, FeatureBatch, Progress, Provenance, as_list
 from .transform import ImageInput
 from . import zoo
 from .persistence import flat_backbone_config
 from .verification.base import false_match_rate_at
 from .verification.blackbox import BlackBoxVerifier
-
-MIN_ENROLL_IMAGES = 3
-MAX_ENROLL_IMAGES = 200
 
 
 class Attributor:
@@ -105,33 +102,34 @@ class Attributor:
 
     # --------------------------------------------------------------- attribute
     def __call__(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None,
-                 nearest: int = 0) -> list[AttributionOutput]:
+                 nearest: int = 0, provenance: Provenance | None = None) -> list[AttributionOutput]:
         """Attribute each image: ``real``, a known generator, ``unknown`` (synthetic, from no known generator)
         or ``uncertain`` (no confident answer), with per-class probabilities, scores and the deciding rule
         (all at once; see :meth:`stream`)."""
-        return list(self.stream(images, progress, nearest))
+        return list(self.stream(images, progress, nearest, provenance))
 
     def stream(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None,
-               nearest: int = 0) -> Iterator[AttributionOutput]:
+               nearest: int = 0, provenance: Provenance | None = None) -> Iterator[AttributionOutput]:
         """Attribute each image, yielding outputs in input order as each batch is done (bounded memory).
 
         Up to ``max_frames`` frames of an animated image are judged; frames that disagree make the
         label ``uncertain`` (reason ``frames_disagree``). ``duplicate_of`` is set when the head's
-        duplicate index knows the image.
+        duplicate index knows the image. With a ``provenance`` reader, each row also carries the file's
+        provenance evidence, read from the bytes that were decoded (the file is read once); it never
+        feeds the decision.
         """
-        images = [images] if isinstance(images, (str, os.PathLike, bytes, Image.Image, np.ndarray)) else list(images)
+        images = as_list(images)
         held = self.head_folder  # the same head and index for the whole call, even if an enrollment replaces them
         head, hashes = held.head, held.hashes
-        for results in self.extractor.stream(images, progress, self.max_frames, hashes=hashes is not None):
+        for results in self.extractor.stream(images, progress, self.max_frames, hashes=hashes is not None,
+                                             provenance=provenance):
             yield from self._attribute(head, hashes, images, results, nearest)
 
     def _attribute(self, head: OpenSetHead, hashes: ExemplarHashes | None, images: list[ImageInput],
                    results: list[Extracted], nearest: int) -> list[AttributionOutput]:
         """Outputs for one batch of extracted inputs: every judged frame is one row for the head; an exact
         known image is named by its class (reason ``exact_known_image``), its scores still reported."""
-        outputs = [AttributionOutput(file=file_name(images[r.position]), note=r.note) for r in results]
-        for out, r in zip(outputs, results):
-            out.error, out.error_code, out.skipped = r.error, r.error_code, r.skipped
+        outputs = [r.row(file_name(images[r.position])) for r in results]
         judged = [(out, r) for out, r in zip(outputs, results) if r.error is None]
         if not judged:
             return outputs
@@ -148,25 +146,26 @@ class Attributor:
             out.label = labels[0] if agree else UNCERTAIN
             out.reason = str(decision.reasons[frames.start]) if agree else REASON_FRAMES
             out.scores = _scores(head.classes_, decision.proba[frames].mean(axis=0))
-            out.unknown_score = round(float(decision.unknown_score[frames].mean()), 6)
-            out.threshold = round(float(decision.unknown_threshold), 6)
+            out.unknown_score = float(decision.unknown_score[frames].mean())
+            out.threshold = float(decision.unknown_threshold)
             if decision.synthetic_score is not None:
-                out.synthetic_score = round(float(decision.synthetic_score[frames].mean()), 6)
-                out.synthetic_threshold = round(float(decision.synthetic_threshold), 6)
-                out.real_threshold = round(float(decision.real_threshold), 6)
+                out.synthetic_score = float(decision.synthetic_score[frames].mean())
+                out.synthetic_threshold = float(decision.synthetic_threshold)
+                out.real_threshold = float(decision.real_threshold)
             out.class_match = matches.row(frames.start)
             if not agree:
                 out.disagreement = {"evidence": ["frames"], "detail": "judged frames got " + ", ".join(sorted(set(labels)))}
-            elif out.reason == REASON_DISPUTED:
+            elif out.reason == REASON_DISPUTED:  # the score as the JSON line shows it
                 out.disagreement = {"evidence": ["class_match", "synthetic_score"],
                                     "detail": f"{out.class_match['class']} matches, while the synthetic score "
-                                              f"{out.synthetic_score:.3f} is below the real threshold"}
+                                              f"{round(out.synthetic_score, JSON_DECIMALS):.3f} is below the real "
+                                              "threshold"}
             out.facts = r.facts
             if r.facts.frames > 1:
                 out.frames_judged = [{"index": index, "label": label, "scores": _scores(head.classes_, decision.proba[i])}
                                      for index, label, i in zip(r.frame_indices, labels, frames)]
             if neighbours is not None:
-                out.nearest = [{"label": c, "id": i, "distance": round(d, 4)} for c, i, d in neighbours[frames.start]]
+                out.nearest = [{"label": c, "id": i, "distance": d} for c, i, d in neighbours[frames.start]]
             if hashes is not None:
                 out.duplicate_of = hashes.match(r.facts, r.phash)
                 if out.duplicate_of and out.duplicate_of["match"] == "exact" and out.duplicate_of["class"] in head.classes_:
@@ -273,7 +272,7 @@ class Attributor:
 
 
 def _scores(classes: Sequence[str], proba: np.ndarray) -> dict[str, float]:
-    return {c: round(float(p), 6) for c, p in zip(classes, proba)}
+    return {c: float(p) for c, p in zip(classes, proba)}
 
 
 class _ClassMatches:
@@ -294,10 +293,9 @@ class _ClassMatches:
             self._negatives[label] = (self.head.verification_negatives(label), self.head.real_negatives(label))
         others, real = self._negatives[label]
         score = np.asarray([d.match_score[i]])
-        out = {"class": label, "score": round(float(d.match_score[i]), 6),
-               "threshold": round(float(d.match_threshold[i]), 6),
-               "false_match_rate_at_score": round(float(false_match_rate_at(others, score)[0]), 6)}
+        out = {"class": label, "score": float(d.match_score[i]), "threshold": float(d.match_threshold[i]),
+               "false_match_rate_at_score": float(false_match_rate_at(others, score)[0])}
         if len(real):
-            out["real_false_match_rate_at_score"] = round(float(false_match_rate_at(real, score)[0]), 6)
+            out["real_false_match_rate_at_score"] = float(false_match_rate_at(real, score)[0])
         return out
 

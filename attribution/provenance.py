@@ -252,6 +252,10 @@ class ProvenanceReader:
             except ProvenanceError as exc:
                 raise ValueError(f"C2PA trust anchors {trust_anchors} rejected: {exc}") from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (e.g. shipped to other processes): the c2pa context is made again where it is used."""
+        return {**self.__dict__, "_context": None}
+
     def __call__(self, image: ImageSource | object) -> ProvenanceReport:
         """Report for one image: a path or the file's raw bytes. Never raises for a bad file: a decoded
         image or array gives an ``unavailable`` report, unreadable metadata a ``failed`` one."""
@@ -267,8 +271,7 @@ class ProvenanceReader:
         else:
             return ProvenanceReport.unavailable(f"a {type(image).__name__} carries pixels only, no file bytes")
         if len(data) > self.max_bytes:
-            return ProvenanceReport.failed(f"file too large for provenance reading ({len(data):,} bytes; "
-                                           f"limit {self.max_bytes:,})", "too_large")
+            return ProvenanceReport.failed(_too_large(self.max_bytes), "too_large")
         try:
             return self._read(data)
         except ProvenanceError as exc:
@@ -422,11 +425,18 @@ def _read_anchors(path: str | os.PathLike) -> str:
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``; a file over ``limit`` bytes is refused, unread when its size says so."""
+    if path.stat().st_size > limit:
+        raise ProvenanceError(_too_large(limit), "too_large")
     with path.open("rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise ProvenanceError(f"file too large for provenance reading (over {limit:,} bytes)", "too_large")
+        raise ProvenanceError(_too_large(limit), "too_large")
     return data
+
+
+def _too_large(limit: int) -> str:
+    return f"file too large for provenance reading (over {limit:,} bytes)"
 
 
 def _container(data: bytes) -> str:

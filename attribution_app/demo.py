@@ -9,8 +9,7 @@ from typing import Any, Sequence
 
 import gradio as gr
 
-from attribution import Attributor, ZooError
-from attribution.constants import DEFAULT_ZOO_NAME
+from attribution import DEFAULT_ZOO_NAME, Attributor, ZooError
 
 from . import api
 from .model import HOST, view_or_none

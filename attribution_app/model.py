@@ -16,12 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attribution import Attributor, ZooError, normalize_label, zoo
-from attribution.constants import DEFAULT_ZOO_NAME
-from attribution.enrollment import enrolled_config, head_fingerprint
-from attribution.heads.base import NotFittedError
-from attribution.pipeline import MIN_ENROLL_IMAGES
-from attribution.provenance import ProvenanceReader
+from attribution import (DEFAULT_ZOO_NAME, MIN_ENROLL_IMAGES, Attributor, NotFittedError, ProvenanceReader, ZooError,
+                         enrolled_config, head_fingerprint, normalize_label, zoo)
 from attribution.verification import BlackBoxVerifier, Verifier, list_verifiers, load_verifier
 
 from .errors import scrub_paths
@@ -178,11 +174,11 @@ def view_or_none(state: VisitorState) -> Attributor | None:
 
 def _rows(items: Sequence[Item], outputs: Sequence[Any]) -> list[dict[str, Any]]:
     """JSON dicts of ``outputs`` with ``file`` set to the client's file name and errors (and a verifier's model,
-    which may be a folder) free of server paths."""
+    which may be a folder, and why a file had no provenance) free of server paths."""
     rows = []
     for (name, _), out in zip(items, outputs):
         row = {**out.to_json(), "file": name}
-        for key in ("error", "model"):
+        for key in ("error", "model", "provenance_reason"):
             if isinstance(row.get(key), str):
                 row[key] = scrub_paths(row[key])
         rows.append(row)
@@ -192,15 +188,9 @@ def _rows(items: Sequence[Item], outputs: Sequence[Any]) -> list[dict[str, Any]]
 def attribute(state: VisitorState, items: Sequence[Item], nearest: int = 0,
               progress: Progress | None = None) -> tuple[Attributor, list[dict[str, Any]]]:
     """Attribute ``(client name, path)`` pairs for a visitor: the view used and one CLI ``predict`` dict per image,
-    with the file's provenance evidence beside the verdict (read after it, never feeding it)."""
+    with the file's provenance evidence beside the verdict (read from the same bytes, never feeding it)."""
     view = HOST.view(state)
-    rows = _rows(items, view([p for _, p in items], progress=progress, nearest=nearest))
-    for (_, path), row in zip(items, rows):
-        fields = PROVENANCE(path).fields()
-        if fields.get("provenance_reason"):
-            fields["provenance_reason"] = scrub_paths(fields["provenance_reason"])
-        row.update(fields)
-    return view, rows
+    return view, _rows(items, view([p for _, p in items], progress=progress, nearest=nearest, provenance=PROVENANCE))
 
 
 def verify(state: VisitorState, items: Sequence[Item], model: str,

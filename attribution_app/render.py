@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from attribution import REAL, UNCERTAIN, UNKNOWN
-from attribution.heads import REASON_TEXT
+from attribution import REASON_TEXT
 from attribution.provenance import ProvenanceReport, provenance_column, summary_markdown
 
 # fields the verdict places itself; any other scalar field is listed under "Details"

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from attribution import normalize_label
-from attribution.heads import ClassDelta, OpenSetHead
+from attribution import ClassDelta, OpenSetHead
 
 from .settings import MAX_ENROLL_IMAGES, SECRET_ENV
 

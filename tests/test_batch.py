@@ -85,7 +85,7 @@ def first_run(ray_cluster, head, images, tmp_path_factory):
     """The batch CLI run once on ``images``; tests that change the output work on a copy."""
     out = tmp_path_factory.mktemp("batch-out") / "results.parquet"
     code, summary = batch_cli("--zoo", str(head), "--input", str(images), "--output", str(out),
-                              "--workers", "1", "--batch-size", "8", "--quiet")
+                              "--workers", "1", "--batch-size", "8", "--quiet", "--no-provenance")
     return out, code, summary
 
 
@@ -140,10 +140,11 @@ def test_output_schema_is_stable(first_run):
     out, _, _ = first_run
     table = pq.read_table(out)
     assert table.column_names[:8] == ["file", "label", "known", "scores", "unknown_score", "threshold", "note", "error"]
-    assert table.column_names[8:] == ["error_code", "skipped", "width", "height", "format", "frames", "has_alpha",
-                                      "bit_depth", "grayscale", "exif_orientation_applied", "pixel_sha256",
-                                      "frames_judged", "duplicate_of", "reason", "synthetic_score",
-                                      "synthetic_threshold", "real_threshold"]  # only ever appended
+    assert table.column_names[8:25] == ["error_code", "skipped", "width", "height", "format", "frames", "has_alpha",
+                                        "bit_depth", "grayscale", "exif_orientation_applied", "pixel_sha256",
+                                        "frames_judged", "duplicate_of", "reason", "synthetic_score",
+                                        "synthetic_threshold", "real_threshold"]  # only ever appended
+    assert table.column_names[25:] == ["nearest", "class_match", "disagreement", "provenance", "provenance_reason"]
     assert str(table.schema.field("scores").type) == "string" and table.num_rows == N_ROWS
     errors = [r for r in table.to_pylist() if r["error"] and r["error_code"] != "too_small"]
     assert [r["file"].rsplit("/", 1)[1] for r in errors] == ["corrupt.png", "notes.txt"]
@@ -269,3 +270,51 @@ def test_worker_keeps_a_failing_image_on_its_own_row(head, images):
     assert rows[0]["error"] == "attribution failed: RuntimeError: boom" and rows[0]["label"] is None
     assert rows[2]["error"] and "truncated" in rows[2]["error"]
     assert all(rows[i]["error"] is None and json.loads(rows[i]["scores"]) for i in (1, 3))
+
+
+def test_output_schema_has_a_column_for_every_json_field():
+    """The schema is derived from ``AttributionOutput``: every ``predict --json`` field has its column."""
+    pytest.importorskip("pyarrow")
+    from dataclasses import fields
+
+    from attribution.batch import output_schema
+    from attribution.outputs import AttributionOutput, ImageFacts, columns
+
+    facts = ImageFacts(96, 96, "PNG", 2, False, 8, False, False, "0" * 64)
+    judged = AttributionOutput(
+        "a.png", label="real", known=True, scores={"real": 0.9, "gen": 0.1}, unknown_score=0.2, threshold=0.7,
+        note="small", facts=facts, frames_judged=[{"index": 0, "label": "real", "scores": {"real": 0.9}}],
+        duplicate_of={"class": "real", "id": "real/1.png", "match": "exact", "distance": 0}, reason="r",
+        synthetic_score=0.1, synthetic_threshold=0.6, real_threshold=0.3,
+        nearest=[{"label": "real", "id": "real/1.png", "distance": 0.5}],
+        class_match={"class": "gen", "score": 1.5, "threshold": 1.0, "false_match_rate_at_score": 0.01},
+        disagreement={"evidence": ["frames"], "detail": "d"}, provenance={"summary": "s"}, provenance_reason="r")
+    failed = AttributionOutput("b.txt", error="not an image", error_code="not_an_image", skipped=True,
+                               provenance_reason="no bytes")
+    shown = set(judged.to_json()) | set(failed.to_json())
+    assert {f.name for f in fields(AttributionOutput)} - {"facts"} <= shown  # the example sets every field
+    names = output_schema().names
+    assert shown <= set(names) and names == [name for name, _ in columns(AttributionOutput)]
+
+
+def test_batch_rows_carry_provenance_as_predict_does(head, images, tmp_path, capsys):
+    """The decode task reads each file's provenance from the bytes it decodes; the rows equal ``predict --json``."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from attribution.batch import BatchAttributor, _decode_batch, _head_files
+    from attribution.provenance import ProvenanceReader
+
+    files = [str((images / name).resolve()) for name in ("img00.jpg", "img03.png", "corrupt.png", "notes.txt")]
+    decoded = _decode_batch(pa.table({"file": files, "walked": [False] * len(files)}), provenance=ProvenanceReader())
+    pq.write_table(BatchAttributor(_head_files(str(head))[1], device="cpu", batch_size=8)(decoded),
+                   tmp_path / "part.parquet")
+    got = list(iter_rows(tmp_path / "part.parquet"))
+    capsys.readouterr()
+    assert cli.main(["predict", "--json", "--quiet", "--zoo", str(head), *files]) == 1
+    expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in got] == files and all("provenance" in r for r in got)
+    for row, want in zip(got, expected):
+        assert set(row) == set(want) and row["provenance"] == want["provenance"], row["file"]
+        if "error" in want:
+            assert row == want

@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import REPO, make_image, stub_attributor
 
-import attribution.features as features
+import attribution.reading as reading
 from attribution import cli
 
 
@@ -24,14 +24,14 @@ def count_decodes(monkeypatch):
     """Counts decode_image calls made by the extractor (from any thread)."""
     calls = {"n": 0}
     lock = threading.Lock()
-    real = features.decode_image
+    real = reading.decode_image
 
     def counting(*args, **kwargs):
         with lock:
             calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(features, "decode_image", counting)
+    monkeypatch.setattr(reading, "decode_image", counting)
     return calls
 
 

@@ -16,9 +16,8 @@ heads (:class:`~attribution.persistence.PretrainedMixin`). Needs only NumPy and 
 """
 from __future__ import annotations
 
-import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,12 +26,10 @@ from ..heads.base import NotFittedError
 from ..inputs import file_name
 from ..outputs import VerificationOutput
 from ..persistence import VERIFIER, PretrainedMixin
+from ..reading import Extracted, FeatureBatch, ImageReader, Progress, as_list
 
 if TYPE_CHECKING:
-    from ..features import Extracted, FeatureBatch
     from ..transform import ImageInput
-
-Progress = Callable[[int, int], None]
 
 
 def false_match_rate_at(negatives: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -44,15 +41,6 @@ def false_match_rate_at(negatives: np.ndarray, scores: np.ndarray) -> np.ndarray
     negatives = np.sort(np.asarray(negatives, dtype=np.float64))
     above = len(negatives) - np.searchsorted(negatives, np.asarray(scores, dtype=np.float64), side="left")
     return (above + 1) / (len(negatives) + 1)
-
-
-def as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    """``images`` as a list; one path, bytes, PIL image or ``(H, W[, C])`` array is a list of one."""
-    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)):
-        return [images]
-    if isinstance(images, np.ndarray) and images.ndim in (2, 3):
-        return [images]
-    return list(images)
 
 
 class Verifier(PretrainedMixin):
@@ -71,6 +59,10 @@ class Verifier(PretrainedMixin):
         The JSON's ``method`` (``blackbox``, ``occ-clip``, ``whitebox``).
     batch_size : int
         Images per :meth:`encode` call.
+    min_size : int
+        Smallest short side judged, in px; smaller images get ``too_small``. Pixel verifiers take any size
+        their model takes by default (white-box refuses in :meth:`prepare` what its VAE cannot invert);
+        :func:`~attribution.verification.load_verifier` sets it when asked.
     false_match_rate : float or None
         Share of other sources' images the threshold lets match, when the verifier states one.
     offset_ : float
@@ -81,6 +73,7 @@ class Verifier(PretrainedMixin):
     method: ClassVar[str] = "verifier"
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("offset_",)
     batch_size: int = 16
+    min_size: int = 1
     false_match_rate: float | None = None
 
     @property
@@ -131,36 +124,15 @@ class Verifier(PretrainedMixin):
         return None
 
     def _extract(self, images: list[ImageInput], progress: Progress | None) -> Iterator[list[Extracted]]:
-        """Yield, per batch of ``batch_size`` inputs in order, one result per input: its features (one row)
-        or its error. Inputs are decoded (frame 0) and prepared one by one, encoded a batch at a time."""
-        from ..features import Extracted, failed
-        from ..transform import decode_image
-
-        total, done = len(images), 0
-        for start in range(0, total, self.batch_size):
-            results, prepared = [], []
-            for position in range(start, min(start + self.batch_size, total)):
-                image = images[position]
-                try:
-                    decoded = decode_image(image)
-                    prepared.append(self.prepare(decoded.frames[0]))
-                except Exception as exc:  # noqa: BLE001 - a per-file failure must never stop the run
-                    results.append(failed(position, exc, bool(getattr(image, "walked", False))))
-                else:
-                    results.append(Extracted(position, decoded.facts, decoded.frame_indices))
-            judged = [r for r in results if r.error is None]
-            if judged:
-                for r, row in zip(judged, np.asarray(self.encode(prepared))):
-                    r.features = row[None]
-            done += len(results)
-            if progress is not None:
-                progress(done, total)
-            yield results
+        """Yield, per batch of ``batch_size`` judged inputs in order, one result per input: its features (one
+        row) or its error. Inputs go through the one input stage (threads, repeated files read once, the error
+        codes, ``min_size``), each decoded image through :meth:`prepare` (frame 0), a batch through :meth:`encode`."""
+        return ImageReader(min_size=self.min_size).extract(
+            images, lambda decoded, result: self.prepare(decoded.frames[0]),
+            lambda prepared: np.asarray(self.encode(prepared))[:, None], progress, batch_size=self.batch_size)
 
     def features(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None) -> FeatureBatch:
         """Features of every input that decodes and the errors of the others, by input position."""
-        from ..features import FeatureBatch
-
         return FeatureBatch.collect(r for results in self._extract(as_list(images), progress) for r in results)
 
     def verify(self, images: ImageInput | Sequence[ImageInput],
@@ -193,12 +165,12 @@ class Verifier(PretrainedMixin):
                 real_rates = None if real is None else false_match_rate_at(real, decision)
                 for i, r in enumerate(judged):
                     out = outputs[r.position]
-                    out.score, out.match, out.threshold = round(float(decision[i]), 6), bool(decision[i] >= 0), 0.0
+                    out.score, out.match, out.threshold = float(decision[i]), bool(decision[i] >= 0), 0.0
                     out.false_match_rate = self.false_match_rate
                     if rates is not None:
-                        out.false_match_rate_at_score = round(float(rates[i]), 6)
+                        out.false_match_rate_at_score = float(rates[i])
                     if real_rates is not None:
-                        out.real_false_match_rate_at_score = round(float(real_rates[i]), 6)
+                        out.real_false_match_rate_at_score = float(real_rates[i])
                     out.note = "; ".join(filter(None, (r.note, self.describe(X[i], seconds)))) or None
             start = time.perf_counter()
         return outputs

@@ -42,9 +42,9 @@ def load_verifier(ref: str, *, device: str | None = None, batch_size: int | None
                   steps: int | None = None, calibration: str | os.PathLike | None = None) -> Verifier:
     """The verifier named by ``ref`` (see the module docstring), ready to :meth:`~Verifier.verify`.
 
-    Options that apply: ``device`` and ``batch_size`` (all); ``min_size`` (black-box: smallest short
-    side judged); ``steps`` and ``calibration`` (white-box, where a calibration fixes ``steps``). Those
-    that do not apply to the verifier named, and ``None`` values, are ignored.
+    Options that apply: ``device``, ``batch_size`` and ``min_size`` (smallest short side judged) to all;
+    ``steps`` and ``calibration`` (white-box, where a calibration fixes ``steps``). Those that do not apply
+    to the verifier named, and ``None`` values, are ignored.
 
     Raises ``ValueError`` for a malformed reference (unknown scheme, ``blackbox:`` without ``#<class>``)
     or a class the head does not know, ``ZooError`` when nothing usable is saved there.
@@ -58,11 +58,11 @@ def load_verifier(ref: str, *, device: str | None = None, batch_size: int | None
         if not rest:
             raise ValueError("whitebox: needs a diffusers pipeline or VAE, e.g. whitebox:path/to/pipeline")
         extra = {k: v for k, v in (("steps", steps), ("calibration", calibration)) if v is not None}
-        return verifier_class(SCHEMES[scheme]).from_pretrained(rest, **common, **extra)
+        return _sized(verifier_class(SCHEMES[scheme]).from_pretrained(rest, **common, **extra), min_size)
     if scheme == "occ-clip":
         if not rest:
             raise ValueError("occ-clip: needs a saved verifier, e.g. occ-clip:my-occ-clip-verifier")
-        return _saved(rest, SCHEMES[scheme], **common)
+        return _saved(rest, SCHEMES[scheme], min_size=min_size, **common)
     if colon and not (is_path_ref(ref) or ref.startswith(HUB_PREFIX)):
         raise ValueError(f"unknown verifier scheme {scheme!r} in {ref!r}; use blackbox:<head>#<class>, "
                          f"occ-clip:<folder>, whitebox:<pipeline> or a saved verifier's name or folder")
@@ -77,9 +77,17 @@ def _saved(ref: str, expected: str | None, min_size: int | None = None, **option
     if kind != VERIFIER or type_name not in VERIFIERS or (expected is not None and type_name != expected):
         raise ZooError(f"{ref} holds {type_name or 'nothing readable'}, not {expected or 'a verifier'} "
                        f"({', '.join(VERIFIERS)})")
-    if type_name == "BlackBoxVerifier" and min_size is not None:
+    if type_name == "BlackBoxVerifier" and min_size is not None:  # its feature extractor checks the size
         options["min_size"] = min_size
-    return verifier_class(type_name).from_config(read_config(folder), read_weights(folder), **options)
+    verifier = verifier_class(type_name).from_config(read_config(folder), read_weights(folder), **options)
+    return verifier if type_name == "BlackBoxVerifier" else _sized(verifier, min_size)
+
+
+def _sized(verifier: Verifier, min_size: int | None) -> Verifier:
+    """``verifier``, judging images of at least ``min_size`` px on the short side when given."""
+    if min_size is not None:
+        verifier.min_size = min_size
+    return verifier
 
 
 def _blackbox(rest: str, *, device: str | None = None, batch_size: int | None = None,

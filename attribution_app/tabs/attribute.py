@@ -5,13 +5,11 @@ from typing import Any
 
 import gradio as gr
 
-from attribution import Attributor, ImageDecodeError, load_image
+from attribution import MIN_IMAGE_SIZE, Attributor, ImageDecodeError, load_image
 
 from .. import model as ops
 from ..errors import guard
 from ..render import batch_summary, batch_table, column_widths, csv_table, md, provenance_markdown, verdict_markdown
-from attribution.constants import MIN_IMAGE_SIZE
-
 from ..settings import MAX_ATTRIBUTE_IMAGES, NEAREST, THUMBNAIL, UPLOAD_TYPES
 from ..state import VisitorState
 from ..uploads import cleanup, expand_uploads, outbox_csv

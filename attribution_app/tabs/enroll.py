@@ -6,9 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from attribution import Attributor
-from attribution.enrollment import WARN_NOT_FLAGGED, WARN_PROBA, WARN_SHARE
-from attribution.pipeline import MIN_ENROLL_IMAGES
+from attribution import MIN_ENROLL_IMAGES, WARN_NOT_FLAGGED, WARN_PROBA, WARN_SHARE, Attributor
 
 from .. import model as ops
 from ..errors import guard
