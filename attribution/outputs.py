@@ -75,6 +75,9 @@ class AttributionOutput:
     file had no readable bytes), read from the bytes decoded, beside the verdict and never feeding it;
     both ``None`` when provenance was not asked for (the JSON then has no ``provenance`` key).
 
+    ``caveat`` is the measured caveat of this kind of answer, ``{text, rates, measured_on}``
+    (:func:`attribution.caveats.caveat`), when the head carries the measurement.
+
     The fields are in the order of the batch Parquet columns: a new field (e.g. a per-row caveat) is
     appended, and added to :meth:`to_json`.
     """
@@ -101,6 +104,7 @@ class AttributionOutput:
     disagreement: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
     provenance_reason: str | None = None
+    caveat: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``predict --json`` object (the public contract: fields are only ever added)."""
@@ -128,6 +132,8 @@ class AttributionOutput:
             out["class_match"] = _rounded(self.class_match)
         if self.disagreement:
             out["disagreement"] = self.disagreement
+        if self.caveat:
+            out["caveat"] = {**self.caveat, "rates": _rounded(self.caveat["rates"])}
         return self._with_provenance(out)
 
     def _with_provenance(self, out: dict[str, Any]) -> dict[str, Any]:

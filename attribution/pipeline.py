@@ -10,6 +10,7 @@ import numpy as np
 
 from .backbones import Backbone, backbone_from_config
 from .constants import MAX_ENROLL_IMAGES, MAX_FRAMES, MIN_ENROLL_IMAGES, MIN_IMAGE_SIZE, UNCERTAIN
+from .caveats import caveat
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import FeatureCache, FeatureExtractor
@@ -120,15 +121,18 @@ class Attributor:
         """
         images = as_list(images)
         held = self.head_folder  # the same head and index for the whole call, even if an enrollment replaces them
-        head, hashes = held.head, held.hashes
-        for results in self.extractor.stream(images, progress, self.max_frames, hashes=hashes is not None,
+        for results in self.extractor.stream(images, progress, self.max_frames, hashes=held.hashes is not None,
                                              provenance=provenance):
-            yield from self._attribute(head, hashes, images, results, nearest)
+            yield from self._attribute(held, images, results, nearest)
 
-    def _attribute(self, head: OpenSetHead, hashes: ExemplarHashes | None, images: list[ImageInput],
-                   results: list[Extracted], nearest: int) -> list[AttributionOutput]:
+    def _attribute(self, held: HeadFolder, images: list[ImageInput], results: list[Extracted],
+                   nearest: int) -> list[AttributionOutput]:
         """Outputs for one batch of extracted inputs: every judged frame is one row for the head; an exact
-        known image is named by its class (reason ``exact_known_image``), its scores still reported."""
+        known image is named by its class (reason ``exact_known_image``), its scores still reported; every
+        verdict carries the measured caveat of its kind of answer when the head's config holds the metrics
+        (an enrolled head: its base head's, and its enrolled classes' own)."""
+        head, hashes = held.head, held.hashes
+        metrics = held.config.get("metrics") or held.config.get("base_metrics") or {}
         outputs = [r.row(file_name(images[r.position])) for r in results]
         judged = [(out, r) for out, r in zip(outputs, results) if r.error is None]
         if not judged:
@@ -171,6 +175,7 @@ class Attributor:
                 if out.duplicate_of and out.duplicate_of["match"] == "exact" and out.duplicate_of["class"] in head.classes_:
                     out.label, out.reason, out.disagreement = out.duplicate_of["class"], REASON_EXACT, None
             out.known = out.label in head.classes_
+            out.caveat = caveat(out.label, out.reason, metrics, held.config.get("enrolled"))
         return outputs
 
     predict = __call__
