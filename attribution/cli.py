@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,19 +39,24 @@ def _log_to_stderr() -> None:
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
+    """A ``(done, total)`` callback drawing a progress bar on stderr. The rate is images done over the time since
+    the work began (this call, or the end of the previous bar), not since the first report: a first report of
+    many images at once would otherwise read as hundreds of thousands of images per second."""
     if quiet:
         return None
     from tqdm import tqdm
 
-    bar: dict[str, Any] = {}
+    bar: dict[str, Any] = {"start": time.time()}
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, smoothing=0)
+            bar["bar"].start_t = bar["start"]
         bar["bar"].n = done
         bar["bar"].refresh()
         if done >= total:
             bar.pop("bar").close()
+            bar["start"] = time.time()
 
     return update
 
@@ -246,8 +252,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         folder = Path(args.out) if args.out else zoo.user_zoo_dir() / zoo.derived_head_name(
             attributor.config["base_head"], list(attributor.config["enrolled"]))
         if not args.out and folder.exists():  # an earlier enrollment under the same name is never replaced silently
-            print(f"error: the user zoo already holds {folder.name!r} from an earlier enrollment; pass --out FOLDER "
-                  f"to save this one elsewhere, or delete {folder} first", file=sys.stderr)
+            message = (f"the user zoo already holds {folder.name!r} from an earlier enrollment; pass --out FOLDER "
+                       f"to save this one elsewhere, or delete {folder} first")
+            if args.json:
+                _emit({"name": args.name, "error": message, "error_code": "not_enrolled"})
+            print(f"error: {message}", file=sys.stderr)
             return 2
         result.saved_to = str(attributor.save_pretrained(folder).resolve())
     if args.json:
