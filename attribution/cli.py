@@ -1,5 +1,5 @@
-"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|fit-verifier|calibrate|zoo|batch``.
-Calls the public API only; every sub-command's arguments are declared here.
+"""Command line: ``python -m attribution predict|report|provenance|train|enroll|verify|fit-verifier|calibrate|zoo|
+batch``. Calls the public API only; every sub-command's arguments are declared here.
 
 The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
 """
@@ -123,6 +123,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
             synthetic = "-" if o.synthetic_score is None else f"{o.synthetic_score:.4f}"
             print(f"{o.file:<{width}}  {o.label:<24} {f'{top} ({o.scores[top]:.3f})':<32} {synthetic:>15}  "
                   f"{o.unknown_score:>13.4f}  {o.reason}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report``: one self-contained HTML case report of the images (the ``predict --json`` rows, each file named
+    as given, with the nearest known examples and provenance); exit 1 when an image failed, as ``predict``."""
+    from .report import HeadInfo, render_report, report_image
+    from .storage import write_bytes
+
+    provenance = _provenance_reader(args)
+    attributor = _load(args)
+    files = expand_inputs(args.paths)
+    rows, images = [], []
+    for file, o in zip(files, attributor.stream(files, progress=_progress("report", args.quiet), nearest=args.nearest)):
+        row = {**_with_provenance(o.to_json(), provenance), "file": os.fspath(file)}
+        rows.append(row)
+        images.append(report_image(file, row, attributor.exemplar_path))
+    out = write_bytes(args.out, render_report(rows, HeadInfo.of(attributor), images).encode("utf-8"))
+    failed = sum(1 for r in rows if r.get("error") and not r.get("skipped"))
+    print(json.dumps({"saved_to": str(Path(out).resolve()), "n_images": len(rows), "failed": failed}))
     return 1 if failed else 0
 
 
@@ -434,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     trust_anchors(p)
     p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML case report of images (prints like a PDF)")
+    common(p)
+    min_size(p)
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    p.add_argument("--nearest", type=int, default=4, help="nearest known examples shown per image (default 4)")
+    trust_anchors(p)
+    p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("provenance", help="what the files' own metadata says about their origin (not the verdict)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")

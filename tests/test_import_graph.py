@@ -33,7 +33,8 @@ LAYERS = [
     {"constants", "names", "outputs", "provenance"},  # names, numbers and output records
     {"storage"},  # writes, locks, the zoo folders
     {"persistence"},  # saved formats, what a folder is, resolving references
-    {"heads", "backbones", "transform", "inputs", "duplicates", "enrollment", "dataset", "changes", "caveats"},
+    {"heads", "backbones", "transform", "inputs", "duplicates", "enrollment", "dataset", "changes", "caveats",
+     "evidence", "report"},  # report: the renderer of rows, on the same layer as what it renders with
     {"features", "training", "recipes"},
     {"zoo", "head_folder"},
     {"verification"},
