@@ -146,6 +146,9 @@ def test_landing_page_explains_itself(page_a):
     assert "Which generative model made this image?" in text
     for tab in ("Attribute", "Enroll", "Verify", "Zoo"):
         assert page_a.get_by_role("tab", name=tab).is_visible()
+    # the system's own fonts (with their own bold), nothing to fetch: not a web font with two weights
+    font = page_a.evaluate("getComputedStyle(document.querySelector('#head-banner strong, #head-banner')).fontFamily")
+    assert font.startswith("system-ui"), font
     shot(page_a, "01_landing.png")
 
 
