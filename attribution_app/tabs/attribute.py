@@ -143,7 +143,8 @@ def build(shared: Shared) -> Tab:
                         nearest_text: nearest_markdown(evidence(row, names), len(gallery)),
                         nearest: gr.update(value=gallery, visible=bool(gallery)),
                         provenance: gr.update(value=panel, visible=bool(panel)),
-                        details: details_markdown(row, names), scores: row.get("scores") or None, report: file}
+                        details: details_markdown(row, names), report: file,
+                        scores: gr.update(value=row.get("scores") or None, visible=bool(row.get("scores")))}
             header, values = batch_table(rows, names)
             csv_header, csv_values = csv_table(rows)
             return {**reset, status: note, batch_box: gr.update(visible=True), summary: batch_summary(rows, names),
