@@ -1,5 +1,5 @@
-"""Command line: ``python -m attribution predict|provenance|train|enroll|verify|fit-verifier|calibrate|zoo|batch``.
-Calls the public API only; every sub-command's arguments are declared here.
+"""Command line: ``python -m attribution predict|report|provenance|train|enroll|verify|fit-verifier|calibrate|zoo|
+batch``. Calls the public API only; every sub-command's arguments are declared here.
 
 The JSON lines printed by ``predict``, ``enroll`` and ``verify`` with ``--json`` are a public contract.
 """
@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,19 +39,24 @@ def _log_to_stderr() -> None:
 
 
 def _progress(desc: str, quiet: bool) -> Callable[[int, int], None] | None:
+    """A ``(done, total)`` callback drawing a progress bar on stderr. The rate is images done over the time since
+    the work began (this call, or the end of the previous bar), not since the first report: a first report of
+    many images at once would otherwise read as hundreds of thousands of images per second."""
     if quiet:
         return None
     from tqdm import tqdm
 
-    bar: dict[str, Any] = {}
+    bar: dict[str, Any] = {"start": time.time()}
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, smoothing=0)
+            bar["bar"].start_t = bar["start"]
         bar["bar"].n = done
         bar["bar"].refresh()
         if done >= total:
             bar.pop("bar").close()
+            bar["start"] = time.time()
 
     return update
 
@@ -113,6 +119,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
             synthetic = "-" if row["synthetic_score"] is None else f"{row['synthetic_score']:.4f}"
             print(f"{o.file:<{width}}  {o.label:<24} {f'{top} ({scores[top]:.3f})':<32} {synthetic:>15}  "
                   f"{row['unknown_score']:>13.4f}  {o.reason}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report``: one self-contained HTML case report of the images (the ``predict --json`` rows, each file named
+    as given, with the nearest known examples and provenance); exit 1 when an image failed, as ``predict``."""
+    from .report import HeadInfo, render_report, report_image
+    from .storage import write_bytes
+
+    provenance = _provenance_reader(args)
+    attributor = _load(args)
+    files = expand_inputs(args.paths)
+    rows, images = [], []
+    for file, o in zip(files, attributor.stream(files, progress=_progress("report", args.quiet), nearest=args.nearest)):
+        row = {**_with_provenance(o.to_json(), provenance), "file": os.fspath(file)}
+        rows.append(row)
+        images.append(report_image(file, row, attributor.exemplar_path))
+    out = write_bytes(args.out, render_report(rows, HeadInfo.of(attributor), images).encode("utf-8"))
+    failed = sum(1 for r in rows if r.get("error") and not r.get("skipped"))
+    print(json.dumps({"saved_to": str(Path(out).resolve()), "n_images": len(rows), "failed": failed}))
     return 1 if failed else 0
 
 
@@ -242,8 +268,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         folder = Path(args.out) if args.out else zoo.user_zoo_dir() / zoo.derived_head_name(
             attributor.config["base_head"], list(attributor.config["enrolled"]))
         if not args.out and folder.exists():  # an earlier enrollment under the same name is never replaced silently
-            print(f"error: the user zoo already holds {folder.name!r} from an earlier enrollment; pass --out FOLDER "
-                  f"to save this one elsewhere, or delete {folder} first", file=sys.stderr)
+            message = (f"the user zoo already holds {folder.name!r} from an earlier enrollment; pass --out FOLDER "
+                       f"to save this one elsewhere, or delete {folder} first")
+            if args.json:
+                _emit({"name": args.name, "error": message, "error_code": "not_enrolled"})
+            print(f"error: {message}", file=sys.stderr)
             return 2
         result.saved_to = str(attributor.save_pretrained(folder).resolve())
     if args.json:
@@ -423,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     trust_anchors(p)
     p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("report", help="one self-contained HTML case report of images (prints like a PDF)")
+    common(p)
+    min_size(p)
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    p.add_argument("--nearest", type=int, default=4, help="nearest known examples shown per image (default 4)")
+    trust_anchors(p)
+    p.add_argument("paths", nargs="+", help="image files or folders (recursive)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("provenance", help="what the files' own metadata says about their origin (not the verdict)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")

@@ -23,7 +23,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from cryptography import x509
 from defusedxml import DefusedXmlException
@@ -134,6 +134,26 @@ class ProvenanceRecord:
         return {"source": self.source, "field": self.field, "value": self.value}
 
 
+@dataclass(frozen=True)
+class C2paCheck:
+    """One of the checks C2PA ran on the active manifest, as c2pa-python reported it: ``check`` is
+    ``claim_signature``, ``hashes``, ``timestamp``, ``certificate``, ``trust`` or ``manifest``; ``detail`` says
+    the result (a failure: c2pa's reason) in plain words; ``codes`` are c2pa's validation codes behind it."""
+
+    check: str
+    passed: bool
+    detail: str
+    codes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check, "passed": self.passed, "detail": self.detail, "codes": list(self.codes)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "C2paCheck":
+        return cls(str(obj.get("check")), bool(obj.get("passed")), str(obj.get("detail", "")),
+                   tuple(str(c) for c in obj.get("codes", [])))
+
+
 @dataclass
 class C2paEvidence:
     """The active C2PA manifest: who signed it, what it claims, and whether it validated.
@@ -142,7 +162,7 @@ class C2paEvidence:
     ``untrusted`` (signature and hashes good, signer not on them: a self-signed claim can say anything),
     ``hash_mismatch`` (the file was changed after signing), ``invalid_signature``, ``invalid_certificate``,
     ``invalid`` (other failures, see ``failures``) or ``remote`` (the manifest lives at a URL that is not
-    fetched).
+    fetched). ``checks`` says which of C2PA's checks passed and which failed, and why (:class:`C2paCheck`).
     """
 
     validation: str
@@ -153,6 +173,7 @@ class C2paEvidence:
     actions: list[dict[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     remote_url: str | None = None
+    checks: list[C2paCheck] = field(default_factory=list)
 
     @property
     def trusted(self) -> bool:
@@ -160,15 +181,35 @@ class C2paEvidence:
 
     @property
     def signature_valid(self) -> bool:
+        """c2pa's own claim-signature result; without one, whether the validation implies a good signature."""
+        signature = self.check("claim_signature")
+        if signature is not None:
+            return signature.passed
         return self.validation in ("valid", "untrusted", "hash_mismatch")
+
+    def check(self, name: str) -> C2paCheck | None:
+        """The check ``name`` (``claim_signature``, ``hashes``...), if C2PA ran it."""
+        return next((c for c in self.checks if c.check == name), None)
+
+    def intact(self) -> bool:
+        """Whether the claim signature is valid and the hashes match: what is signed is what the file holds."""
+        return all(c is not None and c.passed for c in (self.check("claim_signature"), self.check("hashes")))
 
     def to_json(self) -> dict[str, Any]:
         out = {"validation": self.validation, "signature_valid": self.signature_valid, "trusted": self.trusted,
                "signer": self.signer, "issuer": self.issuer, "claim_generator": self.claim_generator,
-               "signed_at": self.signed_at, "actions": self.actions, "failures": self.failures}
+               "signed_at": self.signed_at, "actions": self.actions, "failures": self.failures,
+               "checks": [c.to_json() for c in self.checks]}
         if self.remote_url:
             out["remote_url"] = self.remote_url
         return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "C2paEvidence":
+        """The evidence behind a :meth:`to_json` object."""
+        return cls(str(obj.get("validation")), obj.get("signer"), obj.get("issuer"), obj.get("claim_generator"),
+                   obj.get("signed_at"), list(obj.get("actions", [])), list(obj.get("failures", [])),
+                   obj.get("remote_url"), [C2paCheck.from_json(c) for c in obj.get("checks", [])])
 
 
 @dataclass
@@ -200,14 +241,15 @@ class ProvenanceReport:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any] | None, reason: str | None = None) -> "ProvenanceReport":
-        """The report behind a :meth:`to_json` object (its C2PA details stay in the object, not rebuilt)."""
+        """The report behind a :meth:`to_json` object."""
         if obj is None:
             return cls(reason=reason or "no file bytes")
         if "error" in obj:
             return cls(error=obj["error"], error_code=obj.get("error_code"))
         return cls(summary=obj.get("summary", ""), indication=obj.get("indication"),
                    indication_source=obj.get("indication_source"),
-                   records=[ProvenanceRecord(r["source"], r["field"], r["value"]) for r in obj.get("records", [])])
+                   records=[ProvenanceRecord(r["source"], r["field"], r["value"]) for r in obj.get("records", [])],
+                   c2pa=C2paEvidence.from_json(obj["c2pa"]) if obj.get("c2pa") else None)
 
     def fields(self) -> dict[str, Any]:
         """The JSON fields a prediction row gains: ``provenance`` (an object, or ``null`` plus
@@ -331,7 +373,7 @@ class ProvenanceReader:
             return None
         with reader:
             store = json.loads(reader.json())
-        return _c2pa_evidence(store)
+        return _c2pa_evidence(store, has_anchors=self.trust_anchors is not None)
 
 
 def read_provenance(image: ImageSource | object, trust_anchors: str | os.PathLike | None = None) -> ProvenanceReport:
@@ -350,34 +392,41 @@ def provenance_column(report: ProvenanceReport) -> str:
 
 
 def summary_markdown(report: ProvenanceReport, pixel_label: str | None = None) -> str:
-    """Markdown for a "Provenance" panel: the summary, the records as a table, and a plain-words line
-    when the records and the pixel verdict ``pixel_label`` (a class, ``real`` or ``unknown``; ``uncertain``
-    takes no side) disagree."""
+    """Markdown for a "Provenance" panel: the summary, C2PA's checks (passed, or failed and why), the records as
+    a table, and a plain-words line when the records and the pixel verdict ``pixel_label`` (a class, ``real`` or
+    ``unknown``; ``uncertain`` takes no side) disagree."""
     lines = [f"**Provenance:** {_md(provenance_column(report))}"]
+    checks = report.c2pa.checks if report.c2pa else []
+    if checks:
+        lines += ["", "Content Credentials checks (as C2PA reported them):"]
+        lines += [f"- {'passed' if c.passed else '**failed**'}: {_md(c.detail)}" for c in checks]
     if report.records:
         lines += ["", "| source | field | value |", "|---|---|---|"]
         lines += [f"| {_md(r.source)} | {_md(r.field)} | {_md(r.value)} |" for r in report.records]
-    disagreement = _disagreement(report, pixel_label)
+    disagreement = disagreement_text(report, pixel_label, lambda label: f"`{label}`")
     if disagreement:
-        lines += ["", disagreement]
+        lines += ["", f"**Records and pixels disagree:** {disagreement}"]
     return "\n".join(lines)
 
 
-def _disagreement(report: ProvenanceReport, pixel_label: str | None) -> str | None:
+def disagreement_text(report: ProvenanceReport, pixel_label: str | None,
+                      quote: Callable[[str], str] = str) -> str | None:
+    """The sentence saying that the records and the pixel verdict disagree (``quote`` formats the label), or
+    ``None`` when they do not (``uncertain`` pixels take no side)."""
     if pixel_label in (None, UNCERTAIN) or report.indication is None:
         return None
     who = {"c2pa": "the content credentials", "xmp": "the XMP metadata"}.get(report.indication_source or "",
                                                                              "the metadata")
     pixels_real = pixel_label == REAL
     if report.indication == "camera" and not pixels_real:
-        said, pixels = "camera", f"generator (`{pixel_label}`)"
+        said, pixels = "camera", f"generator ({quote(pixel_label)})"
     elif report.indication in ("generated", "partly_generated") and pixels_real:
         said = "partly generated" if report.indication == "partly_generated" else "generator"
-        pixels = "camera (`real`)"
+        pixels = f"camera ({quote(REAL)})"
     else:
         return None
-    return (f"**Records and pixels disagree:** {who} say {said}, the pixels say {pixels}. Metadata can be "
-            "forged or stripped and the pixel model can be wrong: treat both as leads, not proof.")
+    return (f"{who} say {said}, the pixels say {pixels}. Metadata can be forged or stripped and the pixel model "
+            "can be wrong: treat both as leads, not proof.")
 
 
 def _md(text: str) -> str:
@@ -681,12 +730,12 @@ def _split(tag: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ C2PA
-def _c2pa_evidence(store: dict[str, Any]) -> C2paEvidence:
+def _c2pa_evidence(store: dict[str, Any], has_anchors: bool) -> C2paEvidence:
     manifest = store.get("manifests", {}).get(store.get("active_manifest"), {})
     results = store.get("validation_results", {}).get("activeManifest", {})
-    failures = [str(s.get("code")) for s in results.get("failure", [])] if results else \
-        [str(s.get("code")) for s in store.get("validation_status", [])]
-    successes = {str(s.get("code")) for s in results.get("success", [])}
+    failed = results.get("failure", []) if results else store.get("validation_status", [])
+    passed = results.get("success", []) if results else []
+    failures = [str(s.get("code")) for s in failed]
     failing = set(failures)
     if failing & SIGNATURE_FAILURES:
         validation = "invalid_signature"
@@ -696,7 +745,8 @@ def _c2pa_evidence(store: dict[str, Any]) -> C2paEvidence:
         validation = "hash_mismatch"
     elif failing - {UNTRUSTED}:
         validation = "invalid"
-    elif UNTRUSTED in failing or not (TRUSTED in successes or store.get("validation_state") == "Trusted"):
+    elif UNTRUSTED in failing or not ({str(s.get("code")) for s in passed} & {TRUSTED}
+                                      or store.get("validation_state") == "Trusted"):
         validation = "untrusted"
     else:
         validation = "valid"
@@ -705,7 +755,80 @@ def _c2pa_evidence(store: dict[str, Any]) -> C2paEvidence:
                         issuer=_clip(signature.get("issuer")) or None,
                         claim_generator=_claim_generator(manifest) or None,
                         signed_at=_clip(signature.get("time")) or None,
-                        actions=_c2pa_actions(manifest), failures=failures[:16])
+                        actions=_c2pa_actions(manifest), failures=failures[:16],
+                        checks=_c2pa_checks(passed, failed, has_anchors))
+
+
+def _check_of(code: str) -> str:
+    """Which check a C2PA validation code belongs to."""
+    if code.startswith("claimSignature."):
+        return "claim_signature"
+    if code in (UNTRUSTED, TRUSTED):
+        return "trust"
+    if code.startswith("signingCredential."):
+        return "certificate"
+    if code.startswith("timeStamp."):
+        return "timestamp"
+    if re.match(r"^assertion\.(data|boxes|bmff|collection)Hash\.|^assertion\.hashedURI\.", code):
+        return "hashes"
+    return "manifest"
+
+
+CHECK_ORDER = ("claim_signature", "hashes", "timestamp", "certificate", "trust", "manifest")
+PASSED_WORDS = {"claim_signature": "claim signature valid",
+                "hashes": "hashes match (the file is unchanged since signing)",
+                "timestamp": "timestamp valid",
+                "certificate": "signing certificate accepted",
+                "trust": "signer on your trust list",
+                "manifest": "manifest well formed"}
+
+
+def _failure_words(code: str, explanation: str, has_anchors: bool) -> str:
+    """c2pa's reason for a failed check, in plain words."""
+    if code == UNTRUSTED:
+        return ("the signer's certificate does not chain to any of your trust anchors" if has_anchors else
+                "no trust anchors are configured (--c2pa-trust-anchors), so who signed it is not confirmed")
+    if code == "signingCredential.invalid" and "EKU" in explanation.upper():
+        return "the signing certificate lacks the extended key usage (EKU) that C2PA requires of a signing certificate"
+    words = {"claimSignature.mismatch": "the claim signature does not match the manifest (changed after signing)",
+             "claimSignature.missing": "the manifest carries no claim signature",
+             "claimSignature.outsideValidity": "signed outside the certificate's validity period",
+             "signingCredential.expired": "the signing certificate had expired",
+             "signingCredential.revoked": "the signing certificate was revoked",
+             "signingCredential.ocsp.revoked": "the signing certificate was revoked",
+             "assertion.hashedURI.mismatch": "an assertion differs from what was signed"}
+    if HASH_FAILURE.match(code):
+        return "the image bytes differ from the signed hashes (the file was changed after signing)"
+    return words.get(code) or f"{_clip(explanation, 120) or code} ({code})"
+
+
+def _passed_words(check: str, statuses: list[dict[str, Any]]) -> str:
+    if check == "timestamp":  # "timestamp message digest matched: DigiCert Timestamp 2023" names the authority
+        authority = next((str(s.get("explanation", "")).rpartition(": ")[2] for s in statuses
+                          if ": " in str(s.get("explanation", ""))), "")
+        return PASSED_WORDS[check] + (f" ({_clip(authority, 80)})" if authority else "")
+    return PASSED_WORDS[check]
+
+
+def _c2pa_checks(passed: list[dict[str, Any]], failed: list[dict[str, Any]], has_anchors: bool) -> list[C2paCheck]:
+    """Each check C2PA ran, failed when any of its codes failed (with the reasons), else passed."""
+    groups: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for statuses, index in ((passed, 0), (failed, 1)):
+        for status in statuses:
+            groups.setdefault(_check_of(str(status.get("code"))), ([], []))[index].append(status)
+    signed = any(str(s.get("code")) == "claimSignature.validated" for s in passed)
+    if signed and "certificate" not in groups:  # the certificate is checked with the signature
+        groups["certificate"] = ([], [])
+    checks = []
+    for name in (n for n in CHECK_ORDER if n in groups):
+        ok, bad = groups[name]
+        if bad:
+            reasons = dict.fromkeys(_failure_words(str(s.get("code")), str(s.get("explanation", "")), has_anchors)
+                                    for s in bad)
+            checks.append(C2paCheck(name, False, "; ".join(reasons), tuple(str(s.get("code")) for s in bad)))
+        else:
+            checks.append(C2paCheck(name, True, _passed_words(name, ok), tuple(str(s.get("code")) for s in ok)))
+    return checks
 
 
 def _claim_generator(manifest: dict[str, Any]) -> str:
@@ -804,14 +927,19 @@ def _c2pa_summary(c2pa: C2paEvidence, has_anchors: bool) -> str:
     if term:
         claims.append(f"{SOURCE_TYPES.get(term, (term, None))[0]} (IPTC {term})")
     claim = "claims " + ", ".join(claims)
+    hashes = ", hashes match" if c2pa.intact() else ""
     if c2pa.validation == "valid":
-        return f"signed manifest, signature valid, {signer} on your trust list, {claim}"
+        return f"signed manifest, signature valid{hashes}, {signer} on your trust list, {claim}"
     if c2pa.validation == "untrusted":
         trust = "not on your trust list" if has_anchors else "not on a trust list (none given: --c2pa-trust-anchors)"
-        return f"signed manifest, signature valid, {signer} {trust}, so anyone could have made it; {claim}"
+        return f"signed manifest, signature valid{hashes}, {signer} {trust}, so anyone could have made it; {claim}"
     if c2pa.validation == "hash_mismatch":
         return (f"signed manifest, but the file was changed after signing (hash mismatch), so its claims do not "
                 f"describe these pixels; {signer}; it {claim}")
+    if c2pa.intact():  # only the certificate (or other checks) failed: say which passed and which failed, and why
+        good = ", ".join(c.detail for c in c2pa.checks if c.passed)
+        bad = "; ".join(c.detail for c in c2pa.checks if not c.passed)
+        return f"signed manifest: {good}; but {bad}; {signer}; it {claim}"
     what = {"invalid_signature": "signature invalid",
             "invalid_certificate": "signing certificate rejected"}.get(c2pa.validation, "failed validation")
     codes = [code for code in c2pa.failures if code != UNTRUSTED] or c2pa.failures

@@ -21,7 +21,14 @@ from .tabs import Shared, attribute, enroll, verify, zoo
 
 CSS = """
 .verdict h2 { margin-top: 0; }
+table th, table th * { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
+#attr-table :is(th, td, span), #verify-table :is(th, td, span), #enrolled-table :is(th, td, span),
+#zoo-list :is(th, td, span) { font-family: var(--font) !important; }
 """
+# fonts every system has: nothing is fetched from the network, and bold text is the font's own bold
+THEME = gr.themes.Default(
+    font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"])
 
 INTRO = f"""# Which generative model made this image?
 Upload an image: the app tells whether it is **real**, made by one of the **known generators**, or made by an
@@ -29,7 +36,8 @@ Upload an image: the app tells whether it is **real**, made by one of the **know
 one generator in **Verify**, and see the model in **Zoo**. Uploads: up to {MAX_FILE_SIZE.upper()} per file; they
 are deleted from the server within two hours."""
 
-LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "css": CSS, "footer_links": ["api", "gradio"]}
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": MAX_FILE_SIZE, "css": CSS, "theme": THEME,
+                                 "footer_links": ["api", "gradio"]}
 
 
 def banner(view: Attributor | None, state: VisitorState) -> str:
@@ -99,8 +107,12 @@ def main(demo: gr.Blocks, argv: Sequence[str] | None = None) -> None:
               "will not load after a restart", flush=True)
     print(f"* Admin actions {'enabled' if admin_enabled() else f'disabled (set {ADMIN_TOKEN_ENV} to enable)'}",
           flush=True)
-    demo.launch(share=args.share, prevent_thread_lock=True, **LAUNCH_KWARGS)
-    if args.share and not demo.share_url:
+    # quiet: gradio's own hints name launch(share=True), not this app's --share
+    demo.launch(share=args.share, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
+    print(f"* Running on local URL:  {demo.local_url}", flush=True)
+    if not args.share:
+        print(f"* To create a public link, start the app with --share (or {SHARE_ENV}=1)", flush=True)
+    elif not demo.share_url:
         print(f"* No public link could be created (no network access to the gradio share server?). "
               f"The app keeps serving locally at {demo.local_url}", flush=True)
     try:

@@ -37,8 +37,8 @@ def internal_error(exc: BaseException, where: str) -> str:
 
 
 def guard(message_to: gr.components.Component | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a callback: errors become ``{message_to: message}`` (and a toast), or a ``gr.Error`` for
-    API endpoints (``message_to=None``)."""
+    """Decorate a callback: errors become ``{message_to: message}`` (shown in that tab only: no toast, which would
+    stay over the other tabs), or a ``gr.Error`` for API endpoints (``message_to=None``)."""
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -52,7 +52,6 @@ def guard(message_to: gr.components.Component | None = None) -> Callable[[Callab
                 message = internal_error(exc, fn.__qualname__)
             if message_to is None:
                 raise gr.Error(message, print_exception=False)
-            gr.Warning(message)
             return {message_to: error_markdown(message)}
 
         return wrapper

@@ -1,23 +1,23 @@
 """Markdown and tables for the page, built from the library's JSON dicts.
 
-Rendering reads the output dicts generically: fields added to ``AttributionOutput.to_json()`` later
-(``reason``, ``synthetic_score``/``synthetic_threshold``, ``provenance``, or others) show up in the
-verdict, the batch table and the CSV when present, without changes here.
+A verdict is rendered from :func:`attribution.evidence.evidence`, which orders what a row says (the rule, the
+scores that decided, a duplicate, the caveat, the nearest examples, provenance, details, input facts): these
+functions only format its sections. Fields added to ``AttributionOutput.to_json()`` later show up in the
+details, the batch table and the CSV without changes here.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from attribution import REAL, UNCERTAIN, UNKNOWN
-from attribution import REASON_TEXT
+from attribution import UNKNOWN
+from attribution.evidence import PROBABILITY_DECIDED, Evidence, display, evidence, percent, rate
 from attribution.provenance import ProvenanceReport, provenance_column, summary_markdown
 
-# fields the verdict places itself; any other scalar field is listed under "Details"
-_PLACED = {"file", "label", "known", "scores", "unknown_score", "threshold", "synthetic_score", "synthetic_threshold",
-           "real_threshold", "reason", "note", "nearest", "error", "provenance"}
 CSV_FIRST = ["file", "label", "reason", "confidence", "unknown_score", "threshold", "synthetic_score",
-             "synthetic_threshold", "real_threshold", "known", "note", "error"]
+             "synthetic_threshold", "real_threshold", "known", "note", "error", "why", "duplicate_of", "class_match",
+             "caveat"]
+NOT_JUDGED = {"too_small": "not judged: too small"}
 
 
 def md(text: Any) -> str:
@@ -30,29 +30,8 @@ def code(text: Any) -> str:
     return "`" + str(text).replace("`", "'").replace("\n", " ") + "`"
 
 
-def percent(p: float | None) -> str:
-    return "-" if p is None else f"{100 * p:.1f}%"
-
-
-def rate(p: float | None) -> str:
-    """A small probability in words people read: ``0.4%`` or ``1 in 2,500``."""
-    if p is None:
-        return "-"
-    return f"{100 * p:.1f}%" if p >= 0.001 else f"1 in {round(1 / p):,}"
-
-
 def error_markdown(message: str) -> str:
     return f"**Error:** {md(message)}"
-
-
-def display(label: str | None, names: dict[str, str]) -> str:
-    """``label (Display Name)`` for an enrolled class with a display name, else the label."""
-    shown = names.get(label or "")
-    return f"{label} ({shown})" if shown and shown != label else str(label)
-
-
-def _number(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else md(value)
 
 
 def _round(value: Any, digits: int) -> Any:
@@ -65,79 +44,63 @@ def confidence(row: dict[str, Any]) -> float | None:
     return max(scores.values()) if scores else None
 
 
+def _table(pairs: list[tuple[str, str]], first: str) -> str:
+    return "\n".join([f"| {first} | |", "|---|---|", *(f"| {md(k)} | {md(v)} |" for k, v in pairs)])
+
+
 # ------------------------------------------------------------------------- one image
+LINE_FORMAT = {"duplicate": "**{}**", "disagreement": "**{}**", "caveat": "*Measured caveat:* {}", "error": "{}"}
+
+
 def verdict_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
-    """The verdict for one ``AttributionOutput.to_json()`` dict (``names``: display names of enrolled classes)."""
-    if row.get("error"):
-        return f"### Could not read {md(row.get('file'))}\n{md(row['error'])}"
-    label, scores = row.get("label"), row.get("scores") or {}
-    top = max(scores, key=scores.get) if scores else None
-    if label == UNKNOWN:
-        title = "## Verdict: unknown generator"
-        lead = ("Synthetic, from a generator this head does not know: it can be enrolled in the **Enroll** tab."
-                + (f" Closest known source: {code(display(top, names))} ({percent(scores[top])}), not a reliable "
-                   "guess." if top else ""))
-    elif label == REAL:
-        title, lead = "## Verdict: real (not generated)", f"Confidence **{percent(scores.get(label))}**."
-    elif label == UNCERTAIN:
-        title = "## Verdict: uncertain (cannot tell)"
-        lead = ("Neither a photo nor a generated image with confidence; treat it as unresolved."
-                + (f" Most likely known source: {code(display(top, names))} ({percent(scores[top])})." if top else ""))
-    elif label in scores:
-        title = f"## Verdict: made by {code(display(label, names))}"
-        lead = f"Confidence **{percent(scores[label])}** among the {len(scores)} known sources."
-    else:
-        title = f"## Verdict: {md(label)}"
-        lead = (f"Most likely known source: {code(display(top, names))} ({percent(scores[top])})." if top else "")
-    lines = [title, md(row.get("file") or ""), ""]
-    if row.get("reason"):
-        lines.append(f"**Why:** {md(REASON_TEXT.get(row['reason'], row['reason']))}\n")
-    if lead:
-        lines.append(lead + "\n")
-    match = row.get("class_match")
-    if match:
-        who = (f"the generator you enrolled as {code(display(match['class'], names))}" if match["class"] in names
-               else f"the known generator {code(display(match['class'], names))}")
-        real = match.get("real_false_match_rate_at_score")
-        lines.append(f"- **Matches {who}** (black-box verification score {_number(match['score'])}, threshold "
-                     f"{_number(match['threshold'])}): false-match rate at this score "
-                     f"{percent(match['false_match_rate_at_score'])}"
-                     + (f", on real photos alone {percent(real)}" if real is not None else "") + ".")
-    if row.get("disagreement"):
-        lines.append(f"- **The evidence disagrees:** {md(row['disagreement']['detail'])}.")
-    if row.get("unknown_score") is not None:
-        lines.append(f"- Unknown score **{_number(row['unknown_score'])}** (threshold {_number(row.get('threshold'))}; "
-                     "above it: made by a generator the head does not know)")
-    if row.get("synthetic_score") is not None:
-        if row.get("real_threshold") is not None:
-            lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (below "
-                         f"{_number(row['real_threshold'])}: real; from {_number(row.get('synthetic_threshold'))} on: "
-                         "generated; in between: uncertain)")
-        else:
-            lines.append(f"- Synthetic score **{_number(row['synthetic_score'])}** (threshold "
-                         f"{_number(row.get('synthetic_threshold'))}; above it: generated rather than a photo)")
-    for key, value in row.items():
-        if key not in _PLACED and isinstance(value, (str, int, float, bool)):
-            lines.append(f"- {md(key.replace('_', ' '))}: {_number(value)}")
-    if row.get("frames_judged"):
-        lines.append("\nFrames judged: " + ", ".join(f"frame {f['index']}: {code(display(f['label'], names))}"
-                                                   for f in row["frames_judged"]))
-    if row.get("note"):
-        lines.append(f"\n*Note: {md(row['note'])}*")
+    """The verdict of one ``AttributionOutput.to_json()`` dict: the title, the rule that decided, then what decided
+    it, the measured caveat and notes (``names``: display names of enrolled classes)."""
+    ev = evidence(row, names)
+    lines = [f"## {md(ev.title)}", md(ev.file), ""]
+    if ev.rule:
+        lines.append(f"**Why:** {md(ev.rule)}\n")
+    lines += [f"- {LINE_FORMAT.get(line.kind, '{}').format(md(line.text))}" for line in ev.lead]
+    if row.get("label") == UNKNOWN:
+        lines.append("\n*A generator the head does not know can be taught to it in the **Enroll** tab.*")
     return "\n".join(lines)
 
 
+def nearest_markdown(ev: Evidence, pictures: int) -> str:
+    """The nearest known examples in words (class, source file, distance), and why pictures are missing when
+    fewer than all are shown (``pictures``: how many the gallery shows)."""
+    if not ev.judged:
+        return ""
+    if not ev.nearest:
+        return "**Most similar known examples:** none to show (this head keeps no examples to compare with)."
+    lines = ["**Most similar known examples** (distance in the head's feature space; smaller is closer):"]
+    lines += [f"- {md(n.caption())}" for n in ev.nearest]
+    if pictures < len(ev.nearest):
+        lines.append("\n*Pictures of known examples are shown only where the head's training images are on the "
+                     "server (its data folder, or `ATTRIBUTION_DATA`); enrolled images are not kept.*")
+    return "\n".join(lines)
+
+
+def details_markdown(row: dict[str, Any], names: dict[str, str]) -> str:
+    """What decided nothing (other scores, the reason code, other fields) and the input facts with the SHA-256."""
+    ev = evidence(row, names)
+    parts = [_table(ev.details, "detail")] if ev.details else []
+    if ev.facts:
+        parts.append(_table(ev.facts, "the input"))
+    return "\n\n".join(parts)
+
+
 def provenance_markdown(row: dict[str, Any]) -> str:
-    """The provenance panel under the verdict (the library's rendering of ``row["provenance"]``, with a
-    plain-words line when records and pixels disagree); empty when the row has none."""
+    """The provenance panel under the verdict (the library's rendering of ``row["provenance"]``, with C2PA's
+    checks and a plain-words line when records and pixels disagree); empty when the row has none."""
     if "provenance" not in row:
         return ""
     return summary_markdown(ProvenanceReport.from_json(row["provenance"], row.get("provenance_reason")), row.get("label"))
 
 
 # ------------------------------------------------------------------------- many images
-# relative column widths: wide enough that a label (e.g. stable_diffusion_v1) never breaks inside a word
-_WIDTHS = {"file": 24, "verdict": 22, "details": 16, "false-match rate at score": 13, "confidence": 12, "match": 8}
+# relative column widths: wide enough that no header and no label (e.g. stable_diffusion_v1) breaks inside a word
+_WIDTHS = {"file": 20, "verdict": 19, "why": 32, "probability": 15, "synthetic score": 14,
+           "false-match rate at score": 13, "match": 8, "details": 16}
 
 
 def column_widths(header: list[str]) -> list[str]:
@@ -146,29 +109,58 @@ def column_widths(header: list[str]) -> list[str]:
     return [f"{100 * w / sum(weights):.1f}%" for w in weights]
 
 
+def _verdict_cell(row: dict[str, Any], names: dict[str, str]) -> str:
+    if row.get("error"):
+        return NOT_JUDGED.get(row.get("error_code"), "could not read")
+    return "unknown generator" if row.get("label") == UNKNOWN else display(row.get("label"), names)
+
+
+def _why(row: dict[str, Any], names: dict[str, str]) -> str:
+    """The rule in words (an exact duplicate says it better), with what a reader must not miss (a near copy, a
+    disagreement, an error, a note)."""
+    ev = evidence(row, names)
+    said = [line.text for line in ev.lead if line.kind in ("duplicate", "near_duplicate", "disagreement", "error",
+                                                         "note")]
+    rule = "" if any(line.kind == "duplicate" for line in ev.lead) else ev.rule
+    return " ".join(filter(None, [rule + ("." if rule and said else ""), *said]))
+
+
 def batch_table(rows: list[dict[str, Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the on-page table; a synthetic-score column appears when the rows carry one."""
+    """Header and rows of the on-page table: the verdict, the probability of a class where it decided the verdict,
+    the synthetic score (when the rows carry one) and why, in words."""
     synthetic = any(r.get("synthetic_score") is not None for r in rows)
-    header = ["file", "verdict", "confidence", "unknown score", *(["synthetic score"] if synthetic else []), "details"]
+    header = ["file", "verdict", "probability", *(["synthetic score"] if synthetic else []), "why"]
     table = []
     for r in rows:
-        label = r.get("label")
-        verdict = "" if r.get("error") else ("unknown generator" if label == UNKNOWN else display(label, names))
-        conf = confidence(r)
-        line = [r.get("file"), verdict, _round(conf, 3), _round(r.get("unknown_score"), 3)]
+        scores = r.get("scores") or {}
+        decided = r.get("reason") in PROBABILITY_DECIDED and r.get("label") in scores
+        line = [r.get("file"), _verdict_cell(r, names), percent(scores[r["label"]]) if decided else ""]
         if synthetic:
             line.append(_round(r.get("synthetic_score"), 3))
-        line.append(" ".join(str(r[k]) for k in ("error", "reason", "note") if r.get(k)))
+        line.append(_why(r, names))
         table.append(line)
     return header, table
 
 
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's scalar fields plus the CSV's own columns (the confidence, the rule in words, the duplicate, class
+    match and caveat in one cell each, the provenance summary)."""
+    out = {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    duplicate, match = row.get("duplicate_of"), row.get("class_match")
+    out.update(confidence=confidence(row), why=_why(row, {}),
+               duplicate_of=f"{duplicate['match']}: {duplicate['id']} ({duplicate['class']})" if duplicate else None,
+               class_match=(f"{match['class']} (score {match['score']:.3f}, threshold {match['threshold']:.3f}, "
+                            f"false-match rate {rate(match.get('false_match_rate_at_score'))})") if match else None,
+               caveat=(row.get("caveat") or {}).get("text"))
+    if "provenance" in row:
+        report = ProvenanceReport.from_json(row["provenance"], row.get("provenance_reason"))
+        out["provenance"] = provenance_column(report)
+    return out
+
+
 def csv_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the CSV: every scalar field of the rows (known ones first) plus ``confidence``."""
-    flat = [{**{k: v for k, v in r.items() if isinstance(v, (str, int, float, bool)) or v is None},
-             "confidence": confidence(r),
-             **({"provenance": provenance_column(ProvenanceReport.from_json(r["provenance"], r.get("provenance_reason")))}
-                if "provenance" in r else {})} for r in rows]
+    """Header and rows of the CSV: every scalar field of the rows (known ones first) plus the CSV's own columns."""
+    flat = [_flat(r) for r in rows]
     present = {k for r in flat for k, v in r.items() if v is not None}
     header = [k for k in CSV_FIRST if k in present] + sorted(present - set(CSV_FIRST))
     return header, [[r.get(k) for k in header] for r in flat]
@@ -177,13 +169,11 @@ def csv_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
 def batch_summary(rows: list[dict[str, Any]], names: dict[str, str]) -> str:
     counts: dict[str, int] = {}
     for r in rows:
-        key = "unreadable" if r.get("error") else ("unknown generator" if r.get("label") == UNKNOWN
-                                                   else display(r.get("label"), names))
+        key = _verdict_cell(r, names)
         counts[key] = counts.get(key, 0) + 1
-    threshold = next((r["threshold"] for r in rows if r.get("threshold") is not None), None)
     return (f"**{len(rows)} images:** " + ", ".join(f"{md(k)}: {v}" for k, v in sorted(counts.items()))
-            + (f". An unknown score above {threshold:.3f} means *unknown generator*; confidence is the probability "
-               "of the most likely known source." if threshold is not None else "."))
+            + ". *Probability* is that of the verdict's generator where it decided the verdict; *why* is the rule "
+              "that decided. The report holds every image's full evidence.")
 
 
 # ------------------------------------------------------------------------- verification

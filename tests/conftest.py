@@ -51,6 +51,23 @@ def make_image(path: Path, seed: int = 0, size: int = 64, fmt: str = "PNG") -> P
     return path
 
 
+def spectra_head(root: Path) -> Path:
+    """A tiny head on the weight-free residual spectra, trained by the CLI (seconds) on made-up classes under
+    ``root / "data"`` (``real`` and ``gen_a`` 256 px, ``gen_b`` 128 px, so its spectrum differs; 12 each, named by
+    seed), with its duplicate index; returns its folder ``root / "head"``."""
+    import subprocess
+    import sys
+
+    for label, first in (("real", 0), ("gen_a", 100), ("gen_b", 200)):
+        (root / "data" / label).mkdir(parents=True)
+        for s in range(first, first + 12):
+            make_image(root / "data" / label / f"{s}.png", seed=s, size=128 if label == "gen_b" else 256)
+    subprocess.run([sys.executable, "-m", "attribution", "train", "--backbone", "residual_spectra", "--data",
+                    str(root / "data"), "--out", str(root / "head"), "--crops", "1", "--n-components", "8",
+                    "--augment", "0", "--quiet", "--no-cache"], cwd=REPO, check=True, capture_output=True, timeout=600)
+    return root / "head"
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -116,3 +133,20 @@ def tiny_vae(seed: int = 0, sample_size: int = 32):
     return AutoencoderKL(block_out_channels=(16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
                          up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, layers_per_block=1,
                          norm_num_groups=16, sample_size=sample_size, scaling_factor=1.0).eval()
+
+
+# ----------------------------------------------------------------------------- predict rows for renderers
+ROW_FACTS = {"width": 640, "height": 480, "format": "JPEG", "frames": 1, "has_alpha": False, "bit_depth": 8,
+             "grayscale": False, "exif_orientation_applied": False, "pixel_sha256": "5d" * 32}
+ROW_SCORES = {"real": 0.2, "dalle3": 0.637, "glid3_xl": 0.163}
+EXACT = {"class": "dalle3", "id": "dalle3/2023-10-04_0.jpeg", "match": "exact", "distance": 0}
+
+
+def predict_row(label: str, reason: str, **extra) -> dict:
+    """A ``predict --json`` row of a head with a synthetic probe (``extra`` fields added or replaced), whose nearest
+    examples are the known image :data:`EXACT` at distance 0 and a tile of another class."""
+    return {"file": "photo.jpg", "label": label, "known": label in ROW_SCORES, "scores": ROW_SCORES,
+            "unknown_score": 0.791, "threshold": 0.719, "reason": reason, "synthetic_score": 0.5,
+            "synthetic_threshold": 0.94, "real_threshold": 0.08, **ROW_FACTS,
+            "nearest": [{"label": "dalle3", "id": "dalle3/2023-10-04_0.jpeg", "distance": 0.0},
+                        {"label": "glid3_xl", "id": "glid3_xl/a/7.png#2", "distance": 1.25}], **extra}

@@ -1,8 +1,11 @@
 """The CLI's JSON lines are a public contract: these tests pin it."""
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +155,8 @@ def test_enroll_saves_a_new_head_that_never_shadows_the_shipped_one(tmp_path, us
     before = (folder / "model.safetensors").read_bytes()
     proc, lines = run_cli("enroll", "--json", "--quiet", "--name", "My Gen", *map(str, shots[1:4]), env_home=user_home)
     assert proc.returncode == 2 and "earlier enrollment" in proc.stderr and "--out" in proc.stderr
+    assert len(lines) == 1 and lines[0]["name"] == "My Gen" and lines[0]["error_code"] == "not_enrolled"  # scripts
+    assert "earlier enrollment" in lines[0]["error"] and set(lines[0]) == {"name", "error", "error_code"}
     assert (folder / "model.safetensors").read_bytes() == before  # the earlier enrollment is not replaced
 
 
@@ -227,3 +232,19 @@ def test_fit_an_occ_clip_verifier_and_verify_with_it(tmp_path, user_home):
     assert lines[0]["match"] == (lines[0]["score"] >= 0) and 0 < lines[0]["false_match_rate_at_score"] <= 1
     assert lines[1] == {"file": str(tmp_path / "missing.png"), "model": "my_gen",
                         "error": f"no such file: {tmp_path / 'missing.png'}", "error_code": "not_found"}
+
+
+def test_progress_rates_count_from_the_start_of_the_work(monkeypatch):
+    """A first report of many images at once (cached, or a batch done together) is no absurd rate: the rate counts
+    from when the work began."""
+    from attribution.cli import _progress
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    update = _progress("predict", quiet=False)
+    time.sleep(0.5)
+    update(50, 100)  # 50 images after at least 0.5 s: at most 100 images per second
+    update(100, 100)
+    rates = [float(r) for r in re.findall(r"([\d.]+)img/s", err.getvalue())]
+    assert rates and max(rates) <= 200, err.getvalue()
+    assert _progress("predict", quiet=True) is None

@@ -34,7 +34,7 @@ LAYERS = [
     {"storage"},  # writes, locks, the zoo folders
     {"persistence"},  # saved formats, what a folder is, resolving references
     {"heads", "backbones", "transform", "inputs", "duplicates", "enrollment", "dataset", "changes", "caveats",
-     "reading"},
+     "reading", "evidence", "report"},  # report: the renderer of rows, on the same layer as what it renders with
     {"features", "training", "recipes"},
     {"zoo", "head_folder"},
     {"verification"},

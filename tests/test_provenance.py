@@ -19,7 +19,8 @@ from PIL import Image
 
 from attribution import Attributor
 from attribution.provenance import (MAX_VALUE_CHARS, ProvenanceReader, ProvenanceRecord, ProvenanceReport,
-                                    provenance_column, read_provenance, summary_markdown)
+                                    _c2pa_evidence, _c2pa_summary, provenance_column, read_provenance,
+                                    summary_markdown)
 from attribution.transform import load_image
 from conftest import DEV_DATA, make_image, png_chunk, with_png_chunks
 
@@ -260,6 +261,102 @@ def test_c2pa_claim_changed_after_signing_is_an_invalid_signature(signed_png):
     assert "cannot be relied on" in report.summary and report.indication is None
 
 
+def checks_of(report: ProvenanceReport) -> dict[str, tuple[bool, str]]:
+    return {c.check: (c.passed, c.detail) for c in report.c2pa.checks}
+
+
+def test_c2pa_intact_but_untrusted_manifest_is_summarised_as_exactly_that(chain, signed_png):
+    """Signature and hashes validate, the certificate is on no trust list: the summary, the checks and the panel
+    say which checks passed and which failed and why; never that the claims cannot be relied on."""
+    report = read_provenance(signed_png)
+    checks = checks_of(report)
+    assert checks["claim_signature"] == (True, "claim signature valid")
+    assert checks["hashes"][0] and "unchanged since signing" in checks["hashes"][1]
+    assert checks["trust"] == (False, "no trust anchors are configured (--c2pa-trust-anchors), so who signed it is "
+                                      "not confirmed")
+    assert checks["certificate"][0] and "timestamp" not in checks  # the test signer adds no timestamp
+    assert "signature valid, hashes match, signer Test Signer not on a trust list" in report.summary
+    assert "cannot be relied on" not in report.summary
+    panel = summary_markdown(ProvenanceReport.from_json(report.to_json()))  # the panel from the JSON alone
+    assert "- passed: claim signature valid" in panel
+    assert "- **failed**: no trust anchors are configured" in panel
+    json_checks = report.to_json()["c2pa"]["checks"]
+    assert {c["check"] for c in json_checks} == set(checks) and all(set(c) == {"check", "passed", "detail", "codes"}
+                                                                     for c in json_checks)
+    other = ProvenanceReader(make_anchor_file(chain))(signed_png)  # anchors given, the signer not under them
+    assert checks_of(other)["trust"] == (False, "the signer's certificate does not chain to any of your trust anchors")
+    trusted = checks_of(read_provenance(signed_png, trust_anchors=chain["anchors"]))
+    assert trusted["trust"][0] and all(passed for passed, _ in trusted.values())
+
+
+def make_anchor_file(chain) -> Path:
+    """A PEM file holding an unrelated self-signed CA (so the test signer does not chain to it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Unrelated CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    path = chain["anchors"].parent / "unrelated.pem"
+    path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+# c2pa-python 0.38's report on a 2023 Bing Image Creator (DALL-E 3) JPEG, shortened: signature, hashes and timestamp
+# validate; the certificate fails only on a missing extended key usage and on having no trust anchors
+BING_STORE = {
+    "active_manifest": "urn:uuid:m",
+    "manifests": {"urn:uuid:m": {
+        "claim_generator": "Microsoft_Responsible_AI/1.0", "signature_info": {
+            "issuer": "Microsoft Corporation", "common_name": "Microsoft Corporation",
+            "time": "2023-10-04T22:44:25+00:00"},
+        "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+            {"action": "c2pa.created", "softwareAgent": "Bing Image Creator",
+             "digitalSourceType": IPTC + "trainedAlgorithmicMedia"}]}}]}},
+    "validation_results": {"activeManifest": {
+        "success": [
+            {"code": "timeStamp.validated", "explanation": "timestamp message digest matched: DigiCert Timestamp 2023"},
+            {"code": "timeStamp.trusted", "explanation": "legacy timestamp cert trusted: DigiCert Timestamp 2023"},
+            {"code": "claimSignature.insideValidity", "explanation": "claim signature valid"},
+            {"code": "claimSignature.validated", "explanation": "claim signature valid"},
+            {"code": "assertion.hashedURI.match", "explanation": "hashed uri matched"},
+            {"code": "assertion.boxesHash.match", "explanation": "boxes hash valid"}],
+        "informational": [{"code": "signingCredential.ocsp.skipped", "explanation": "OCSP fetching skipped"}],
+        "failure": [
+            {"code": "signingCredential.untrusted", "explanation": "signing certificate untrusted"},
+            {"code": "signingCredential.invalid", "explanation": "certificate missing required EKU"}]}},
+    "validation_state": "Invalid"}
+
+
+def test_c2pa_certificate_without_the_required_eku_reads_as_c2pa_reported_it():
+    evidence = _c2pa_evidence(BING_STORE, has_anchors=False)
+    assert evidence.validation == "invalid_certificate" and evidence.signature_valid and evidence.intact()
+    checks = {c.check: (c.passed, c.detail) for c in evidence.checks}
+    assert checks["claim_signature"][0] and checks["hashes"][0]
+    assert checks["timestamp"] == (True, "timestamp valid (DigiCert Timestamp 2023)")
+    assert checks["certificate"] == (False, "the signing certificate lacks the extended key usage (EKU) that C2PA "
+                                            "requires of a signing certificate")
+    assert not checks["trust"][0] and "no trust anchors are configured" in checks["trust"][1]
+    summary = _c2pa_summary(evidence, has_anchors=False)
+    assert "cannot be relied on" not in summary and "rejected" not in summary
+    assert summary.startswith("signed manifest: claim signature valid, hashes match (the file is unchanged since "
+                              "signing), timestamp valid (DigiCert Timestamp 2023); but the signing certificate "
+                              "lacks the extended key usage")
+    assert "no trust anchors are configured" in summary and "created by Bing Image Creator" in summary
+    panel = summary_markdown(ProvenanceReport.from_json(ProvenanceReport(summary, c2pa=evidence).to_json()))
+    assert "- passed: hashes match" in panel and "- **failed**: the signing certificate lacks" in panel
+
+
+def test_a_real_bing_dalle3_file_if_the_dev_data_is_here():
+    files = sorted((DEV_DATA / "dalle3").glob("2023-10-04_*.jpeg"))
+    if not files:
+        pytest.skip("needs the dev data")
+    report = read_provenance(files[0])
+    assert report.c2pa.signature_valid and report.c2pa.intact(), report.to_json()
+    assert "cannot be relied on" not in report.summary and "extended key usage" in report.summary
+
+
 def test_c2pa_camera_manifest_against_generator_pixels(chain):
     report = read_provenance(sign(chain, png_bytes(2), "image/png", manifest("digitalCapture", "Test Camera")))
     assert report.indication == "camera" and "camera capture" in report.summary
@@ -432,10 +529,11 @@ def test_label_never_reads_metadata(tmp_path, one_torch_thread):
 
 
 def test_pixel_path_never_imports_provenance():
-    """Layering: provenance is a sibling of decoding; only the CLI (and the package's lazy re-exports) use it."""
+    """Layering: provenance is a sibling of decoding; only the CLI and the renderers of a row (its evidence, the
+    report) use it, besides the package's lazy re-exports."""
     package = Path(__file__).resolve().parent.parent / "attribution"
     users = {path.relative_to(package).as_posix() for path in package.rglob("*.py")
              if "provenance" in {alias for node in ast.walk(ast.parse(path.read_text()))
                                  if isinstance(node, (ast.Import, ast.ImportFrom))
                                  for alias in [getattr(node, "module", None) or ""] + [a.name for a in node.names]}}
-    assert users == {"cli.py"}  # the package's re-exports load it lazily, by name
+    assert users == {"cli.py", "evidence.py", "report.py"}  # the package's re-exports load it lazily, by name

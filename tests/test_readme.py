@@ -1,4 +1,5 @@
 """The README's command-line block and Python snippet run as written (point 6), from a folder outside the repo."""
+import json
 import os
 import re
 import subprocess
@@ -20,7 +21,9 @@ def run(args: list[str], cwd, home) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_cli_lines_run_as_written(tmp_path):
+def test_cli_lines_run_as_written_and_again(tmp_path):
+    """The block runs; run a second time (as a reader pasting it again does), every line gives what the README
+    says: ``enroll`` the ``not_enrolled`` line with exit status 2 (its head is there already), the rest as before."""
     # `attribution` is the console script of `pip install -e .`; here the same entry point through python -m
     lines = [re.sub(r"^attribution ", f"{sys.executable} -m attribution ", line)
              for line in block("## Command line", "bash").splitlines() if line.strip()]
@@ -28,6 +31,12 @@ def test_cli_lines_run_as_written(tmp_path):
     proc = run(["bash", "-c", script], tmp_path, tmp_path / "home")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"model": "my_generator"' in proc.stdout and "open-set-efficientnet-lite2-with-my_generator" in proc.stdout
+    for line in lines:
+        again = run(["bash", "-c", line], tmp_path, tmp_path / "home")
+        if " enroll " in line:
+            assert again.returncode == 2 and json.loads(again.stdout)["error_code"] == "not_enrolled", again.stderr
+        else:
+            assert again.returncode == 0, (line, again.stderr[-3000:])
 
 
 def test_python_snippet_runs_as_written(tmp_path):

@@ -68,7 +68,8 @@ def build(shared: Shared) -> Tab:
                 button = gr.Button("Verify", variant="primary", elem_id="verify-button")
             with gr.Column(scale=2):
                 summary = gr.Markdown(elem_id="verify-summary")
-                table = gr.Dataframe(interactive=False, wrap=True, elem_id="verify-table", max_height=720)
+                table = gr.Dataframe(interactive=False, wrap=True, elem_id="verify-table", max_height=720,
+                                     visible=False)  # shown with the first results: no placeholder headers
 
     @guard(summary)
     def run(mode_: str, model_: str, saved_: str, upload: Any, source: str, steps: float, calibration: Any,
@@ -93,7 +94,8 @@ def build(shared: Shared) -> Tab:
             cleanup(tmp)
         header, values = verify_table(rows)
         text = verify_markdown(rows, target) + "".join(f"\n\n*{md(n)}*" for n in notes)
-        return {summary: text, table: gr.update(value=values, headers=header, column_widths=column_widths(header))}
+        return {summary: text, table: gr.update(value=values, headers=header, column_widths=column_widths(header),
+                                                visible=True)}
 
     mode.change(lambda m: {whitebox_box: gr.update(visible=m == WHITEBOX), model: gr.update(visible=m == BLACKBOX),
                            saved: gr.update(visible=m == SAVED, choices=saved_choices())},

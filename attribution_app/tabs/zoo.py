@@ -3,6 +3,8 @@ token (``ATTRIBUTION_ADMIN_TOKEN``) a visitor may serve another head to everyone
 as a new head, or push the served head to the Hub."""
 from __future__ import annotations
 
+import base64
+import html
 import os
 import re
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from attribution import Attributor, zoo
-from attribution.constants import CARD_NAME
+from attribution.heads.card import model_card
 
 from .. import model as ops
 from ..errors import guard, scrub_paths
@@ -42,12 +44,8 @@ def head_summary(base: Attributor | None, state: VisitorState) -> str:
              f"{cfg.get('preprocess_cfg', {}).get('n_crops', '?')} crop(s) of "
              f"{cfg.get('preprocess_cfg', {}).get('size', '?')} px",
              f"**Classes ({len(base.classes)}):** " + ", ".join(code(c) for c in base.classes),
-             f"**Unknown threshold:** {-float(base.head.offset_):.4f}"]
-    metrics = {k: v for k, v in cfg.get("metrics", {}).items() if isinstance(v, (int, float, str))}
-    if metrics:
-        lines.append("| metric | value |\n|---|---|\n" + "\n".join(
-            f"| {md(k)} | {v:.3f} |" if isinstance(v, float) else f"| {md(k)} | {md(scrub_paths(str(v)))} |"
-            for k, v in metrics.items()))
+             f"**Unknown threshold:** {-float(base.head.offset_):.4f}",
+             "What it is worth, measured on sources it never saw, is in its model card below."]
     mine = state.active(ops.HOST.fingerprint)
     if mine:
         lines.append("**Your enrollments** (only you see them; not included in the metrics above):\n" + "\n".join(
@@ -56,18 +54,33 @@ def head_summary(base: Attributor | None, state: VisitorState) -> str:
     return "\n\n".join(lines)
 
 
+FIGURE = re.compile(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)")
+FOLDED_CODE = re.compile(r"<details><summary>(.*?)</summary>\s*```\w*\n(.*?)```\s*</details>", re.S)
+
+
 def head_card(base: Attributor | None) -> str:
-    """The served head's model card, without front matter or server paths."""
-    if base is None or base.source is None:
+    """The served head's model card as :func:`attribution.heads.card.model_card` writes it (plain summary and
+    headline figures first, raw metrics folded), without front matter or server paths; its figures inlined."""
+    if base is None:
         return ""
-    try:
-        text = (Path(base.source) / CARD_NAME).read_text(encoding="utf-8")
-    except OSError:
-        return "*This head has no model card (README.md).*"
+    text = model_card(base.config)
     if text.startswith("---"):
         end = text.find("\n---", 3)
         text = text[end + 4:].lstrip() if end != -1 else text
-    return scrub_paths(text)
+
+    def figure(m: re.Match) -> str:
+        path = Path(base.source) / m.group(2) if base.source else None
+        if path is None or not path.is_file():
+            return f"*(figure {m.group(2)} is not on this server)*"
+        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+    def folded(m: re.Match) -> str:  # one HTML block: a fenced block would end the <details> in the page's Markdown
+        return f"<details><summary>{m.group(1)}</summary><pre>{html.escape(m.group(2))}</pre></details>"
+
+    # server paths are scrubbed outside HTML tags only (the scrub would take "</pre>" for a path), and before the
+    # figures are inlined (base64 holds slashes)
+    parts = re.split(r"(</?[A-Za-z][^>]*>)", FOLDED_CODE.sub(folded, text))
+    return FIGURE.sub(figure, "".join(part if i % 2 else scrub_paths(part) for i, part in enumerate(parts)))
 
 
 def zoo_rows() -> list[list[Any]]:
@@ -86,9 +99,9 @@ def build(shared: Shared) -> Tab:
                     "**shipped** heads come with the app, **user** heads were made on this server (an enrolled head "
                     "is named `<base head>-with-<generator>` and never replaces its base). The zoo is read-only "
                     "from the web.")
-        with gr.Row():
-            info = gr.Markdown(elem_id="zoo-info")
-            card = gr.Markdown(elem_id="zoo-card", max_height=500)
+        info = gr.Markdown(elem_id="zoo-info")
+        with gr.Accordion("Model card of the served head", open=True, elem_id="zoo-card-box"):
+            card = gr.Markdown(elem_id="zoo-card")
         listing = gr.Dataframe(headers=LIST_HEADER, label="Heads in the zoo", interactive=False, wrap=True,
                                elem_id="zoo-list",
                                column_widths=["30%", "9%", "22%", "18%", "8%", "13%"])
