@@ -132,8 +132,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     attributor = _load(args)
     files = expand_inputs(args.paths)
     rows, images = [], []
-    for file, o in zip(files, attributor.stream(files, progress=_progress("report", args.quiet), nearest=args.nearest)):
-        row = {**_with_provenance(o.to_json(), provenance), "file": os.fspath(file)}
+    for file, o in zip(files, attributor.stream(files, progress=_progress("report", args.quiet), nearest=args.nearest,
+                                                provenance=provenance)):
+        row = {**o.to_json(), "file": os.fspath(file)}
         rows.append(row)
         images.append(report_image(file, row, attributor.exemplar_path))
     out = write_bytes(args.out, render_report(rows, HeadInfo.of(attributor), images).encode("utf-8"))
