@@ -156,7 +156,8 @@ def test_probe_thresholds_hold_on_held_out_units():
     X = np.concatenate(real[:4] + fake[:4])
     y = np.repeat(["real", "real", "real", "real", "g0", "g1", "g2", "g3"], 60)
     groups = np.repeat(["r0", "r1", "r2", "r3", "", "", "", ""], 60)
-    head = OpenSetHead(n_components=6, synthetic_probe=True).fit(X, y, groups=groups)
+    head = OpenSetHead(n_components=6, synthetic_probe=True, real_false_rate=0.05, synthetic_miss_rate=0.05).fit(
+        X, y, groups=groups)
     assert head.real_offset_ <= head.synthetic_offset_
     new_real, new_fake = head.synthetic_score(np.concatenate(real[4:])), head.synthetic_score(np.concatenate(fake[4:]))
     assert (new_real >= head.synthetic_offset_).mean() <= 0.15
