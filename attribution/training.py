@@ -141,16 +141,19 @@ def dataset_hashes(samples: Sequence[Sample], batch: FeatureBatch) -> ExemplarHa
 
 
 def fit_head(head: OpenSetHead, samples: Sequence[Sample], batch: FeatureBatch,
-             copies: Sequence[FeatureBatch] = ()) -> OpenSetHead:
+             copies: Sequence[FeatureBatch] = (), folds: Sequence[int | None] | None = None) -> OpenSetHead:
     """Fit ``head`` on the features of ``samples`` (``batch``, positions into ``samples``) and of their changed
-    copies: every real photo grouped by its source, ids as the dataset names them (``~<copy>`` added)."""
+    copies: every real photo grouped by its source, ids as the dataset names them (``~<copy>`` added); with
+    ``folds`` (the cross-fitting fold of each sample, ``None`` for none), the probe's thresholds are calibrated
+    holding out whole folds, as the networks under it were."""
     rows = [batch, *copies]
     X = np.concatenate([b.features for b in rows])
     index = [i for b in rows for i in b.index]
     y = np.asarray([samples[i].label for i in index])
     ids = [samples[i].id + (f"~{c}" if c else "") for c, b in enumerate(rows) for i in b.index]
+    units = None if folds is None or any(folds[i] is None for i in index) else [f"fold {folds[i]}" for i in index]
     return head.fit(X, y, ids=ids, groups=[samples[i].source if samples[i].label == REAL else "" for i in index],
-                    exemplars=[c == 0 for c, b in enumerate(rows) for _ in b.index])
+                    exemplars=[c == 0 for c, b in enumerate(rows) for _ in b.index], units=units)
 
 
 def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | None = None,
@@ -168,8 +171,8 @@ def train_head(backbone: Backbone, data: str | os.PathLike, head: OpenSetHead | 
     if part is not None and head.geometry_columns is None and len(batch.index):
         columns = {p: (a, b) for p, a, b in column_ranges(backbone, batch.features.shape[1])}
         head.set_params(geometry_columns=[0, columns[part.id][0]])
-    fit_head(head, samples, batch, copies)
     members = out_of_fold_members(backbone, samples)
+    fit_head(head, samples, batch, copies, members if part is not None else None)
     classes, counts = np.unique([samples[i].label for i in batch.index], return_counts=True)
     summary = {"data": Path(data).resolve().name, "n_images": len(batch.index), "skipped_files": len(batch.errors),
                "class_counts": {str(c): int(n) for c, n in zip(classes, counts)},

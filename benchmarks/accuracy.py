@@ -244,7 +244,7 @@ class Fold:
     """One outer fold: the recipe's head fitted without it, and what it says on what it never saw."""
 
     def __init__(self, bench: Benchmark, o: int, features: np.ndarray, head: OpenSetHead,
-                 train_features: tuple[FeatureBatch, list[FeatureBatch]]) -> None:
+                 train_features: tuple[FeatureBatch, list[FeatureBatch]], by_fold: bool = True) -> None:
         self.bench, self.o, self.X = bench, o, features
         b = bench
         self.generators = [u for u in b.folds[o] if not u.startswith(f"{REAL}/")]
@@ -253,7 +253,7 @@ class Fold:
         self.held_gen = np.flatnonzero(self.held & (b.item_label != REAL))
         self.held_real = np.flatnonzero(self.held & (b.item_label == REAL))
         self.closed = np.flatnonzero(dev & b.item_test & (b.item_fold != o))
-        self.head = fit_head(head, b.samples, *train_features)
+        self.head = fit_head(head, b.samples, *train_features, folds=list(b.fold) if by_fold else None)
         self.enrolled: dict[str, dict[str, float]] = {}
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
@@ -490,7 +490,7 @@ def run_before(bench: Benchmark, base: np.ndarray, old: dict[int, np.ndarray]) -
         dev_rows = np.flatnonzero(bench.kind == "dev")
         head = OpenSetHead(n_components=384, synthetic_probe=True, real_false_rate=0.05, synthetic_miss_rate=0.05,
                            class_match=False)
-        runs[o] = Fold(bench, o, X, head, (FeatureBatch(X[dev_rows[train]], list(train)), []))
+        runs[o] = Fold(bench, o, X, head, (FeatureBatch(X[dev_rows[train]], list(train)), []), by_fold=False)
     held = {o: (r.head.synthetic_score(r.X[r.held_real]), r.head.synthetic_score(r.X[r.held_gen])) for o, r in runs.items()}
     for o, r in runs.items():  # thresholds from the other folds' held-out scores, as the old benchmark set them
         r.head.calibrate_synthetic(np.concatenate([held[g][0] for g in runs if g != o]),

@@ -27,7 +27,7 @@ from .decision import (REASON_CLOSED_FAR, REASON_CLOSED_KNOWN, REASON_CLOSED_UNK
                        REASON_KNOWN, REASON_MATCH, REASON_REAL, REASON_UNCERTAIN, REASON_UNKNOWN, Decision)
 from .geometry import (class_likelihoods, fit_geometry, fit_temperature, log_odds, predictive_log_likelihood,
                        softmax)
-from .synthetic import held_out_probe_scores, probe_fitter, probe_scores, thresholds_from_scores
+from .synthetic import held_out_probe_scores, held_out_units, probe_fitter, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
 
@@ -140,7 +140,8 @@ class OpenSetHead(BaseHead):
 
     # ----------------------------------------------------------------- fitting
     def fit(self, X: np.ndarray, y: Sequence[str], ids: Sequence[str] | None = None,
-            groups: Sequence[str] | None = None, exemplars: Sequence[bool] | None = None) -> "OpenSetHead":
+            groups: Sequence[str] | None = None, exemplars: Sequence[bool] | None = None,
+            units: Sequence[str] | None = None) -> "OpenSetHead":
         """Learn the whitening, the class means, the synthetic probe and the calibrated thresholds.
 
         ``X`` is ``(n_samples, n_features)``; ``y`` the class names; ``ids`` optional names of the
@@ -148,7 +149,9 @@ class OpenSetHead(BaseHead):
         (e.g. the collection it comes from), for the leave-one-source-out calibration of the probe and
         of the class matches (default: five random groups, which is optimistic); ``exemplars`` marks the
         rows the exemplar bank may keep (default: all; changed copies of an image are fitted but are no
-        exemplar to show). Raises ``ValueError`` for malformed input.
+        exemplar to show); ``units`` the unit each row is held out with when the probe's thresholds are
+        calibrated (default: its generator, or its group for a real photo; a cross-fitted recipe passes its
+        folds). Raises ``ValueError`` for malformed input.
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=str)
@@ -177,14 +180,14 @@ class OpenSetHead(BaseHead):
         is_real = y == REAL
         self.real_bank_ = self.transform(X[is_real]) if self.synthetic_probe else np.zeros((0, self.projection_.shape[1]))
         self.real_sources_ = [str(g) for g in groups[is_real]] if self.synthetic_probe else []
-        self._fit_probe(X, y, groups)
+        self._fit_probe(X, y, held_out_units(y, groups) if units is None else np.asarray(units, dtype=str))
         return self
 
-    def _fit_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+    def _fit_probe(self, X: np.ndarray, y: np.ndarray, units: np.ndarray) -> None:
         """The synthetic probe, the class-match thresholds of the generators (their union over held-out
-        real sources within half of ``match_real_rate``), and the probe's thresholds from
-        leave-one-generator-out / leave-one-real-source-out scores, class matches counted in the
-        real-photo budget (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
+        real sources within half of ``match_real_rate``), and the probe's thresholds from the scores of each
+        row by a probe fitted without its unit (``units``), class matches counted in the real-photo budget
+        (see :meth:`calibrate_synthetic` for thresholds from scores measured elsewhere)."""
         self.probe_mean_ = self.probe_scale_ = self.probe_coef_ = np.zeros(0)
         self.probe_intercept_ = self.real_offset_ = self.synthetic_offset_ = None
         if not self.synthetic_probe:
@@ -193,7 +196,7 @@ class OpenSetHead(BaseHead):
             raise ValueError("a synthetic probe needs real photos and at least two generators")
         Xs = X[:, self._probe_columns]
         fit = probe_fitter(self.probe_loss)
-        held_out = held_out_probe_scores(Xs, y, groups, self.probe_c, fit)
+        held_out = held_out_probe_scores(Xs, y, units, self.probe_c, fit)
         self.probe_mean_, self.probe_scale_, self.probe_coef_, self.probe_intercept_ = fit(Xs, y, self.probe_c)
         generators = np.flatnonzero(self._generator_columns())
         is_real = y == REAL

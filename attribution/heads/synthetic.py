@@ -87,19 +87,29 @@ def probe_fitter(loss: str) -> Callable[[np.ndarray, np.ndarray, float], tuple[n
     return fitters[loss]
 
 
-def held_out_probe_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, C: float,
-                          fit: Callable[..., tuple] = fit_probe) -> np.ndarray:
-    """Each row's score from a probe fitted without its unit: every generator is left out whole, and every
-    group (source) of real photos (leave-one-generator-out, leave-one-real-group-out), ``(n_samples,)``.
-    Raises ``ValueError`` with fewer than two generators or two groups of real photos."""
+def held_out_units(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The default held-out unit of each row: its generator, or ``real/<group>`` for a real photo."""
     y = np.asarray(y, dtype=str)
-    is_real = y == REAL
-    units = [y == g for g in np.unique(y[~is_real])] + [is_real & (groups == g) for g in np.unique(groups[is_real])]
-    if len(np.unique(y[~is_real])) < 2 or len(np.unique(groups[is_real])) < 2:
-        raise ValueError("held-out calibration needs at least two generators and two groups of real photos")
+    return np.where(y == REAL, np.char.add(f"{REAL}/", np.asarray(groups, dtype=str)), y)
+
+
+def held_out_probe_scores(X: np.ndarray, y: np.ndarray, units: np.ndarray, C: float,
+                          fit: Callable[..., tuple] = fit_probe) -> np.ndarray:
+    """Each row's score from a probe fitted without its unit, ``(n_samples,)``: ``units`` names the held-out unit
+    of every row (:func:`held_out_units`: each generator and each real-photo group alone; or the folds of a
+    cross-fitted recipe, so the probe is held out exactly where the networks under it were). Raises
+    ``ValueError`` when a unit leaves no real photo or no generator to fit on, or with fewer than two units of
+    real photos or of generators."""
+    y, units = np.asarray(y, dtype=str), np.asarray(units, dtype=str)
     scores = np.empty(len(y))
-    for held in units:
+    for unit in np.unique(units):
+        held = units == unit
+        rest = y[~held]
+        if not (rest == REAL).any() or (rest == REAL).all():
+            raise ValueError("held-out calibration needs, without any one unit, real photos and a generator")
         scores[held] = probe_scores(X[held], *fit(X[~held], y[~held], C))
+    if len(np.unique(units[y == REAL])) < 2 or len(np.unique(units[y != REAL])) < 2:
+        raise ValueError("held-out calibration needs at least two units of real photos and two of generators")
     return scores
 
 
