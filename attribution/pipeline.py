@@ -159,11 +159,8 @@ class Attributor:
             out.class_match = matches.row(frames.start)
             if not agree:
                 out.disagreement = {"evidence": ["frames"], "detail": "judged frames got " + ", ".join(sorted(set(labels)))}
-            elif out.reason == REASON_DISPUTED:  # the score as the JSON line shows it
-                out.disagreement = {"evidence": ["class_match", "synthetic_score"],
-                                    "detail": f"{out.class_match['class']} matches, while the synthetic score "
-                                              f"{round(out.synthetic_score, JSON_DECIMALS):.3f} is below the real "
-                                              "threshold"}
+            elif out.reason == REASON_DISPUTED:
+                out.disagreement = _disputed(out, bool(decision.match_inside[frames.start]))
             out.facts = r.facts
             if r.facts.frames > 1:
                 out.frames_judged = [{"index": index, "label": label, "scores": _scores(head.classes_, decision.proba[i])}
@@ -278,6 +275,21 @@ class Attributor:
 
 def _scores(classes: Sequence[str], proba: np.ndarray) -> dict[str, float]:
     return {c: float(p) for c, p in zip(classes, proba)}
+
+
+def _disputed(out: AttributionOutput, inside: bool) -> dict[str, Any]:
+    """Why a class match did not decide an ``uncertain`` row (the scores as the JSON line shows them)."""
+    label, score = out.class_match["class"], round(out.synthetic_score, JSON_DECIMALS)
+    side = "is below the real threshold" if score < round(out.real_threshold, JSON_DECIMALS) else \
+        "lies between the real and the synthetic thresholds"
+    if not inside:
+        return {"evidence": ["class_match", "class_support", "synthetic_score"],
+                "detail": f"{label}'s verification score passes its threshold, but the image lies outside {label}'s "
+                          f"own images (farther from their mean than 99 % of them), so the match does not decide; the "
+                          f"synthetic score {score:.3f} {side}"}
+    return {"evidence": ["class_match", "synthetic_score"],
+            "detail": f"{label} matches, while the synthetic score {score:.3f} {side} (this head's matches were not "
+                      "calibrated on real photos, so a match alone does not decide)"}
 
 
 class _ClassMatches:

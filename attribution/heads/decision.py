@@ -20,7 +20,8 @@ REASON_CLOSED_KNOWN = "known_class"          # heads without a synthetic probe: 
 REASON_CLOSED_UNKNOWN = "unknown_score_above_threshold"
 REASON_CLOSED_FAR = "far_from_known"
 REASON_FRAMES = "frames_disagree"            # an animated image whose judged frames got different labels
-REASON_DISPUTED = "class_match_disagrees"    # heads without calibrated matches: a class matches, the score says real
+REASON_DISPUTED = "class_match_disagrees"    # a class matches but the match cannot decide (outside its images, or
+                                             # a head saved before matches were calibrated on real photos)
 REASON_TEXT = {
     REASON_REAL: "no synthetic traces found: the synthetic score is below the real threshold and no generator "
                  "of the head matches",
@@ -34,8 +35,9 @@ REASON_TEXT = {
     REASON_CLOSED_UNKNOWN: "no known class explains it (unknown score above its threshold)",
     REASON_CLOSED_FAR: "farther from every known class than any of their images",
     REASON_FRAMES: "the judged frames of this animated image do not agree",
-    REASON_DISPUTED: "the evidence disagrees: a generator of the head matches it (black-box verification), while "
-                     "the synthetic score is below the real threshold",
+    REASON_DISPUTED: "the evidence disagrees: a generator of the head matches it (black-box verification), but the "
+                     "match cannot decide (the image lies outside that generator's images, or the head predates "
+                     "calibrated matches) and the synthetic score does not decide either",
 }
 
 
@@ -54,7 +56,9 @@ class Decision:
 
     Class matches (heads with a probe): ``match_class`` (n,) the generator class whose verification score
     (class log-odds, ``match_score``) is furthest above its threshold (``match_threshold``), and
-    ``match_margin`` (n,) that distance: ``>= 0`` is a match, which answers "is it synthetic?" by itself.
+    ``match_margin`` (n,) that distance: ``>= 0`` is a match, which answers "is it synthetic?" by itself when the
+    image lies within that class's own images (``match_inside``: its distance to the class mean at most the
+    radius that holds 99 % of the class's images out of fold).
     """
 
     labels: np.ndarray
@@ -70,3 +74,4 @@ class Decision:
     match_score: np.ndarray | None = None
     match_threshold: np.ndarray | None = None
     match_margin: np.ndarray | None = None
+    match_inside: np.ndarray | None = None

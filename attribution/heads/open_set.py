@@ -30,6 +30,12 @@ from .geometry import (class_likelihoods, fit_geometry, fit_temperature, log_odd
 from .synthetic import held_out_probe_scores, held_out_units, probe_fitter, probe_scores, thresholds_from_scores
 
 DISTANCE_ACCEPT_RATE = 0.995  # known-class images the far-from-everything guard lets through (out-of-fold)
+SUPPORT_RATE = 0.99  # a class's own images (out of fold) within its radius: a match outside it decides nothing
+
+
+def _rms(diff: np.ndarray) -> np.ndarray:
+    """Root-mean-square over the last axis (a distance per whitened dimension)."""
+    return np.sqrt((diff ** 2).mean(axis=-1))
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,9 @@ class OpenSetHead(BaseHead):
     """
 
     _array_attrs = ("mean_", "projection_", "class_means_", "class_counts_", "class_bias_", "verify_offsets_",
-                    "bank_", "bank_labels_", "probe_mean_", "probe_scale_", "probe_coef_", "real_bank_")
+                    "bank_", "bank_labels_", "probe_mean_", "probe_scale_", "probe_coef_", "real_bank_", "class_radius_")
     _meta_attrs = ("classes_", "enrolled_", "offset_", "distance_offset_", "temperature_", "bank_ids_",
-                   "probe_intercept_", "real_offset_", "synthetic_offset_", "real_sources_")
+                   "probe_intercept_", "real_offset_", "synthetic_offset_", "real_sources_", "radius_ratio_")
 
     def __init__(self, n_components: int = 384, *, shrinkage: float | None = 0.2, unknown_temperature: float = 10.0,
                  accept_rate: float = 0.95, false_match_rate: float = 0.01, enroll_false_rate: float = 0.01,
@@ -251,11 +257,17 @@ class OpenSetHead(BaseHead):
         n_folds = int(min(self.n_folds, np.bincount(codes).min()))
         folds = StratifiedKFold(n_folds, shuffle=True, random_state=self.random_state)
         decisions = np.zeros((len(X), len(self.classes_)))
+        own = np.zeros(len(X))  # each row's distance to its own class (RMS per whitened dimension), out of fold
         Xg = X[:, self._geometry_columns]
         for train, held_out in folds.split(X, codes):
             fold = fit_geometry(Xg[train], codes[train], self.n_components, self.shrinkage)
-            decisions[held_out] = fold.likelihoods(fold.transform(Xg[held_out]))
+            Z = fold.transform(Xg[held_out])
+            decisions[held_out] = fold.likelihoods(Z)
+            own[held_out] = _rms(Z - fold.class_means[codes[held_out]])
         self.temperature_ = fit_temperature(decisions, codes)
+        median = np.array([np.median(own[codes == c]) for c in range(len(self.classes_))])
+        self.class_radius_ = np.array([np.quantile(own[codes == c], SUPPORT_RATE) for c in range(len(self.classes_))])
+        self.radius_ratio_ = float(np.median(self.class_radius_ / median))
         rows = self._generator_columns()[codes] if self.synthetic_probe else np.ones(len(codes), bool)
         self.offset_ = -float(np.quantile(self._unknown_from_decisions(decisions[rows], self.classes_),
                                           self.accept_rate))
@@ -369,6 +381,7 @@ class OpenSetHead(BaseHead):
         self.class_counts_ = np.append(self.class_counts_, count)
         self.class_bias_ = np.append(self.class_bias_, 0.0 if bias is None else bias)
         self.verify_offsets_ = np.append(self.verify_offsets_, -np.inf)
+        self.class_radius_ = np.append(self.class_radius_, self._enrolled_radius(mean, count, bank))
         bank_decisions = self._bank_decisions()
         if bias is None:
             margin = bank_decisions[:, code] - np.delete(bank_decisions, code, axis=1).max(axis=1)
@@ -381,6 +394,14 @@ class OpenSetHead(BaseHead):
         self.bank_ = np.vstack([self.bank_, bank])
         self.bank_labels_ = np.append(self.bank_labels_, np.full(len(bank), code))
         self.bank_ids_ = [*self.bank_ids_, *ids]
+
+    def _enrolled_radius(self, mean: np.ndarray, count: float, bank: np.ndarray) -> float:
+        """Support radius of an enrolled class: the median distance of its exemplars to its mean, each left out of
+        it, times the training classes' ratio of radius to median (``inf`` for heads saved without radii)."""
+        if self.radius_ratio_ is None or count < 2 or not len(bank):
+            return float("inf")
+        loo = (count * mean - bank) / (count - 1)
+        return float(np.median(_rms(bank - loo)) * self.radius_ratio_)
 
     def class_delta(self, label: str) -> ClassDelta:
         """The rows enrolled class ``label`` added to this head. Raises ``ValueError`` for another label."""
@@ -423,7 +444,7 @@ class OpenSetHead(BaseHead):
         self.enrolled_ = [c for c in self.enrolled_ if c != label]
         self.class_means_, self.class_counts_ = self.class_means_[keep], self.class_counts_[keep]
         self.class_bias_ = self.class_bias_[keep]
-        self.verify_offsets_ = self.verify_offsets_[keep]
+        self.verify_offsets_, self.class_radius_ = self.verify_offsets_[keep], self.class_radius_[keep]
         rows = self.bank_labels_ != code
         self.bank_, self.bank_ids_ = self.bank_[rows], [i for i, r in zip(self.bank_ids_, rows) if r]
         labels = self.bank_labels_[rows]
@@ -442,10 +463,11 @@ class OpenSetHead(BaseHead):
             meta = {**meta, "offset_": -meta["offset_"], "distance_offset_": -meta["distance_offset_"]}
         empty = np.zeros(0)
         dim = np.asarray(arrays["class_means_"]).shape[1]
+        n_classes = np.asarray(arrays["class_means_"]).shape[0]
         arrays = {"probe_mean_": empty, "probe_scale_": empty, "probe_coef_": empty, "real_bank_": np.zeros((0, dim)),
-                  **arrays}
+                  "class_radius_": np.full(n_classes, np.inf), **arrays}
         meta = {"enrolled_": [], "probe_intercept_": None, "real_offset_": None, "synthetic_offset_": None,
-                "real_sources_": [], **meta}
+                "real_sources_": [], "radius_ratio_": None, **meta}
         return meta, arrays
 
     def model_card(self, config: dict) -> str:
@@ -578,12 +600,13 @@ class OpenSetHead(BaseHead):
         best = margins.argmax(axis=1)
         rows = np.arange(len(X))
         any_match = (margins[rows, best] >= 0) & self.class_match
-        matched = any_match & self.matches_decide
+        inside = _rms(Z - self.class_means_[best]) <= self.class_radius_[best]  # the image looks like that class's
+        matched = any_match & inside & self.matches_decide
         labels = np.full(len(X), UNCERTAIN, dtype=object)
         reasons = np.full(len(X), REASON_UNCERTAIN, dtype=object)
         is_real = (synthetic < self.real_offset_) & ~any_match
         labels[is_real], reasons[is_real] = REAL, REASON_REAL
-        reasons[(synthetic < self.real_offset_) & any_match & ~matched] = REASON_DISPUTED  # never real on a match
+        reasons[any_match & ~matched] = REASON_DISPUTED  # a match that cannot decide: never real, and said why
         is_synthetic = (synthetic >= self.synthetic_offset_) | matched
         labels[is_synthetic] = classes[generators][p_generator.argmax(axis=1)][is_synthetic]
         reasons[is_synthetic] = REASON_KNOWN
@@ -592,7 +615,8 @@ class OpenSetHead(BaseHead):
             labels[mask], reasons[mask] = UNKNOWN, reason
         return Decision(labels, proba, unknown, -self.offset_, synthetic, self.real_offset_, self.synthetic_offset_,
                         reasons, neighbours, match_class=classes[best], match_score=scores[rows, best],
-                        match_threshold=self.verify_offsets_[best], match_margin=margins[rows, best])
+                        match_threshold=self.verify_offsets_[best], match_margin=margins[rows, best],
+                        match_inside=inside)
 
     def reject(self, X: np.ndarray) -> np.ndarray:
         """``True`` where :meth:`decide` labels a sample ``unknown``."""
