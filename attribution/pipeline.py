@@ -9,14 +9,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .backbones import Backbone, backbone_from_config
-from .constants import MAX_ENROLL_IMAGES, MAX_FRAMES, MIN_ENROLL_IMAGES, MIN_IMAGE_SIZE, UNCERTAIN
+from .constants import MAX_ENROLL_IMAGES, MAX_FRAMES, MIN_ENROLL_IMAGES, MIN_IMAGE_SIZE, REAL, UNCERTAIN
 from .caveats import caveat
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import FeatureCache, FeatureExtractor
 from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
 from .heads import OpenSetHead
-from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, Decision
+from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, REASON_GRAYSCALE, Decision, input_limit
 from .names import normalize_label
 from .outputs import JSON_DECIMALS, AttributionOutput, EnrollmentOutput, VerificationOutput
 from .inputs import file_name
@@ -162,6 +162,14 @@ class Attributor:
             elif out.reason == REASON_DISPUTED:
                 out.disagreement = _disputed(out, bool(decision.match_inside[frames.start]))
             out.facts = r.facts
+            limit = input_limit(r.facts.grayscale, min(r.facts.width, r.facts.height), self.backbone.preprocess_cfg.size)
+            if limit and out.label not in (REAL, UNCERTAIN):
+                out.disagreement = {"evidence": ["input", "class_match" if out.class_match else "synthetic_score"],
+                                    "detail": f"the scores say {out.label}, but " + (
+                                        "the image is grayscale" if limit == REASON_GRAYSCALE else
+                                        f"its short side is {min(r.facts.width, r.facts.height)} px") +
+                                    ", so it is not called generated"}
+                out.label, out.reason = UNCERTAIN, limit
             if r.facts.frames > 1:
                 out.frames_judged = [{"index": index, "label": label, "scores": _scores(head.classes_, decision.proba[i])}
                                      for index, label, i in zip(r.frame_indices, labels, frames)]

@@ -219,7 +219,7 @@ def _decode(im: Image.Image, max_frames: int) -> DecodedImage:
         frames.append(_to_rgb(ImageOps.exif_transpose(im) if rotate else im))
     first = frames[0]
     facts = ImageFacts(width=first.width, height=first.height, format=im.format, frames=n_frames,
-                       has_alpha=has_alpha, bit_depth=bit_depth, grayscale=mode in _GRAY_MODES or _is_gray(first),
+                       has_alpha=has_alpha, bit_depth=bit_depth, grayscale=mode in _GRAY_MODES or is_grayscale(first),
                        exif_orientation_applied=rotate or rotated_by_decoder,
                        pixel_sha256=hashlib.sha256(first.tobytes()).hexdigest())
     return DecodedImage(frames, indices, facts)
@@ -237,7 +237,7 @@ def _bit_depth(im: Image.Image) -> int:
     return 16 if im.mode.startswith("I;16") or any(";16" in r for r in raw) else 8
 
 
-def _is_gray(rgb: Image.Image) -> bool:
+def is_grayscale(rgb: Image.Image) -> bool:
     """Whether every pixel has R = G = B (a sparse grid is checked first, so colour images exit early)."""
     a = np.asarray(rgb)
     for view in (a[::16, ::16], a):

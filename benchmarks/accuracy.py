@@ -54,10 +54,11 @@ from attribution.constants import REAL, UNCERTAIN, UNKNOWN  # noqa: E402
 from attribution.dataset import Sample, list_samples, split_groups  # noqa: E402
 from attribution.features import FeatureBatch, FeatureCache, backbone_key  # noqa: E402
 from attribution.heads import OpenSetHead  # noqa: E402
+from attribution.heads.decision import input_limit  # noqa: E402
 from attribution.inputs import walk_files  # noqa: E402
 from attribution.persistence import flat_backbone_config  # noqa: E402
 from attribution.training import ChangedImages, fit_head  # noqa: E402
-from attribution.transform import load_image  # noqa: E402
+from attribution.transform import is_grayscale, load_image  # noqa: E402
 from field_cases import CASES, field_cases  # noqa: E402
 from folds import (CACHE, DEFAULT_DATA, N_FOLDS, NETWORKS, TEST_FRACTION, TILES, before_network, outer_folds,  # noqa: E402
                    pairs)
@@ -69,6 +70,7 @@ CLOSED_CHANGES = ("jpeg90", "jpeg75", "webp80", "resize0.5")
 CHANGED_PER_UNIT = 8  # images of each held-out generator / real source scored after each harmless change
 CLOSED_CHANGED_PER_CLASS = 12  # closed-set test images of each class scored after each closed-set change
 SHOTS = (5, 10)
+WINDOW = 256  # the judged window of the shipped preprocessing (px)
 BING_LOGO_CROP = 0.12  # share of width/height cut from the left and bottom to drop Bing's logo
 ALPHA = 0.05  # one-sided binomial test of a stated rate
 
@@ -126,6 +128,8 @@ class Benchmark:
         self.item_change = np.asarray([it.change for it in items])
         self.item_fold = np.where(self.item_sample >= 0, self.fold[self.item_sample], -1)
         self.item_test = np.where(self.item_sample >= 0, self.test[self.item_sample], False)
+        self.grayscale: list[bool] = []  # input facts, filled by extract
+        self.short_side: list[int] = []
         self.item_unit = np.asarray([
             "" if it.sample < 0 else (f"{REAL}/{self.samples[it.sample].source}" if it.label == REAL else it.label)
             for it in items])
@@ -162,8 +166,9 @@ def pixel_key(image: Image.Image) -> str:
 def extract(bench: Benchmark, cache: FeatureCache, before: bool, batch_size: int = 16
             ) -> tuple[np.ndarray, list[np.ndarray], dict[int, np.ndarray]]:
     """``(base features (n_items, d), raw outputs of the 10 pair networks per item ((10, n_views, 2) each),
-    {outer fold: the 'before' network's features (n_items, d')})``. Every image is made and cropped once for
-    all networks, a batch at a time; what the cache holds is not computed again."""
+    {outer fold: the 'before' network's features (n_items, d')})``, and each item's input facts into
+    ``bench.grayscale`` / ``bench.short_side``. Every image is made and cropped once for all networks, a batch
+    at a time; what the cache holds is not computed again."""
     base = create_backbone(BASE)
     bundle = create_backbone(f"forensic_ensemble:{NETWORKS / 'pairs'}")
     olds = {o: create_backbone(f"residual_cnn:{before_network(o)}") for o in range(N_FOLDS)} if before else {}
@@ -175,6 +180,8 @@ def extract(bench: Benchmark, cache: FeatureCache, before: bool, batch_size: int
         chunk = bench.items[start:start + batch_size]
         pixels = [bench.materialize(it) for it in chunk]
         hashes = [pixel_key(im) for im in pixels]
+        bench.grayscale += [is_grayscale(im) for im in pixels]
+        bench.short_side += [min(im.size) for im in pixels]
         views = None
         for name, key in keys.items():
             wanted = [not (name in olds and it.kind == "copy") for it in chunk]
@@ -257,7 +264,15 @@ class Fold:
         self.enrolled: dict[str, dict[str, float]] = {}
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
-        return self.head.predict(self.X[rows]) if len(rows) else np.zeros(0, object)
+        """The full decision's labels: the head's, then an input that cannot be called generated (grayscale, or
+        too small for the window) is ``uncertain`` instead (the pipeline's rule)."""
+        if not len(rows):
+            return np.zeros(0, object)
+        labels = self.head.predict(self.X[rows])
+        limited = np.asarray([input_limit(self.bench.grayscale[r], self.bench.short_side[r], WINDOW) is not None
+                              for r in rows])
+        labels[limited & ~np.isin(labels, [REAL, UNCERTAIN])] = UNCERTAIN
+        return labels
 
     def metrics(self, enroll: bool = True) -> tuple[dict[str, float], dict[str, dict], dict[str, dict]]:
         """``(metrics, per held-out unit, closed-set accuracy per class and change)``."""

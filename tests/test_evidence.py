@@ -209,3 +209,32 @@ def test_a_match_outside_the_class_images_decides_nothing():
     decision = enrolled.decide(beyond)
     assert (decision.match_margin >= 0).all() and not decision.match_inside.any()
     assert set(decision.labels) <= {UNCERTAIN, "unknown"} and REASON_DISPUTED in set(decision.reasons)
+
+
+def test_grayscale_and_tiny_inputs_are_never_called_generated(spectra_head, tmp_path, monkeypatch):
+    """Whatever the scores say, a grayscale image or one whose short side is below half the judged window is
+    ``uncertain`` (reasons ``grayscale_input``, ``small_input``); a colour image of full size keeps its label."""
+    from attribution.heads.decision import REASON_GRAYSCALE, REASON_SMALL, input_limit
+
+    assert input_limit(True, 512, 256) == REASON_GRAYSCALE and input_limit(False, 100, 256) == REASON_SMALL
+    assert input_limit(False, 128, 256) is None
+    head_dir, new, _ = spectra_head
+    att = Attributor.from_pretrained(head_dir)
+    colour = Image.open(new[1]).convert("RGB")
+    grey = tmp_path / "grey.png"
+    colour.convert("L").convert("RGB").save(grey)
+    small = tmp_path / "small.png"
+    colour.resize((100, 100)).save(small)
+    generated = att.head.decide
+    monkeypatch.setattr(att.head, "decide", lambda X, nearest=0: _all_generated(generated(X, nearest)))
+    rows = att([new[1], grey, small])
+    assert rows[0].label == "gen_a"
+    assert (rows[1].label, rows[1].reason) == (UNCERTAIN, REASON_GRAYSCALE) and rows[1].disagreement
+    assert (rows[2].label, rows[2].reason) == (UNCERTAIN, REASON_SMALL)
+
+
+def _all_generated(decision):
+    """A decision that calls every image ``gen_a`` (to see what the input rules make of it)."""
+    decision.labels[:] = "gen_a"
+    decision.reasons[:] = "synthetic_known_generator"
+    return decision
