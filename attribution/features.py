@@ -20,7 +20,7 @@ from .constants import MIN_IMAGE_SIZE
 from .duplicates import perceptual_hash
 from .reading import Extracted, FeatureBatch, ImageReader, Progress, Provenance, Read
 from .storage import atomic_path
-from .transform import DecodedImage, ImageInput
+from .transform import DecodedImage, ImageInput, thumbnail_jpeg
 
 # Crops per backbone call: 80 crops of 256 px (16 images x 5) take 1.2 GB of activations on
 # EfficientNet-Lite2, 32 take 0.55 GB and run as fast per crop on a CPU (measured, 1 thread).
@@ -114,9 +114,9 @@ class FeatureExtractor:
         self.max_views = max_views
         self._backbone_key = backbone_key(backbone)
 
-    def _prepare(self, decoded: DecodedImage, result: Extracted, hashes: bool) -> _Frames:
-        """On a decode thread: the small-image note, the perceptual hash (``hashes``), and per judged frame its
-        cache key and its cached features or its views."""
+    def _prepare(self, decoded: DecodedImage, result: Extracted, hashes: bool, thumbnails: int) -> _Frames:
+        """On a decode thread: the small-image note, the perceptual hash (``hashes``), a thumbnail of at most
+        ``thumbnails`` px (0: none), and per judged frame its cache key and its cached features or its views."""
         facts = decoded.facts
         size = self.backbone.preprocess_cfg.size
         if min(facts.width, facts.height) < size:
@@ -124,6 +124,8 @@ class FeatureExtractor:
                            "attribution is less reliable")
         if hashes:
             result.phash = perceptual_hash(decoded.frames[0])
+        if thumbnails:
+            result.thumbnail = thumbnail_jpeg(decoded.frames[0], thumbnails)
         frames = _Frames()
         for i, frame in enumerate(decoded.frames):
             digest = facts.pixel_sha256 if i == 0 else hashlib.sha256(frame.tobytes()).hexdigest()
@@ -152,8 +154,8 @@ class FeatureExtractor:
         return [np.stack(frames.rows) for frames in inputs]
 
     def stream(self, images: Sequence[ImageInput | DecodedImage | Read], progress: Progress | None = None,
-               max_frames: int = 1, hashes: bool = False,
-               provenance: Provenance | None = None) -> Iterator[list[Extracted]]:
+               max_frames: int = 1, hashes: bool = False, provenance: Provenance | None = None,
+               thumbnails: int = 0) -> Iterator[list[Extracted]]:
         """Yield the :class:`~attribution.reading.Extracted` of every input, in input order, a list each time a
         batch is done.
 
@@ -161,9 +163,11 @@ class FeatureExtractor:
         ``prefetch * batch_size`` of them are decoded ahead of the model, so memory does not grow with
         ``len(images)``; ``max_frames`` evenly spaced frames of an animated input are judged; ``hashes``
         adds each image's perceptual hash (for duplicate look-ups); ``provenance`` reads each file's
-        provenance evidence from the bytes read for decoding.
+        provenance evidence from the bytes read for decoding; ``thumbnails`` > 0 keeps a JPEG thumbnail of at
+        most that many px (for an enrolled image's exemplar).
         """
-        for results in self.reader.extract(images, partial(self._prepare, hashes=hashes), self._encode, progress,
+        for results in self.reader.extract(images, partial(self._prepare, hashes=hashes, thumbnails=thumbnails),
+                                           self._encode, progress,
                                            batch_size=self.batch_size, window=max(1, self.prefetch) * self.batch_size,
                                            max_frames=max_frames, provenance=provenance, work=_Frames.n_forward):
             yield results
@@ -171,6 +175,7 @@ class FeatureExtractor:
                 _MALLOC_TRIM(0)
 
     def __call__(self, images: Sequence[ImageInput], progress: Progress | None = None,
-                 hashes: bool = False) -> FeatureBatch:
+                 hashes: bool = False, thumbnails: int = 0) -> FeatureBatch:
         """Features of frame 0 of every input that decodes (see :meth:`stream`), gathered in one batch."""
-        return FeatureBatch.collect(r for results in self.stream(images, progress, hashes=hashes) for r in results)
+        return FeatureBatch.collect(r for results in self.stream(images, progress, hashes=hashes, thumbnails=thumbnails)
+                                    for r in results)

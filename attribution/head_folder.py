@@ -15,7 +15,6 @@ a folder under the folder's lock, so concurrent changes, from threads or process
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,6 @@ from .constants import CONFIG_NAME, EXEMPLAR_DIR, HASHES_NAME
 from .duplicates import ExemplarHashes
 from .heads import OpenSetHead
 from .storage import ZooError, folder_lock
-from .transform import ImageInput, load_image
 
 THUMBNAIL_SIZE = 160  # px, the longer side of an exemplar thumbnail
 
@@ -34,18 +32,6 @@ THUMBNAIL_SIZE = 160  # px, the longer side of an exemplar thumbnail
 def exemplar_ids(label: str, n: int) -> list[str]:
     """Ids of ``n`` images enrolled as ``label``: the paths their thumbnails get in the head folder."""
     return [f"{EXEMPLAR_DIR}/{label}/{i:03d}.jpg" for i in range(n)]
-
-
-def thumbnail(image: ImageInput, size: int = THUMBNAIL_SIZE) -> bytes:
-    """JPEG bytes (quality 85) of ``image`` scaled down to fit ``size`` x ``size`` px.
-
-    Raises :class:`~attribution.transform.ImageDecodeError` when ``image`` cannot be decoded.
-    """
-    pil = load_image(image)
-    pil.thumbnail((size, size))
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from .caveats import caveat
 from .duplicates import ExemplarHashes
 from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import FeatureCache, FeatureExtractor
-from .head_folder import HeadFolder, exemplar_ids, thumbnail, update_saved
+from .head_folder import THUMBNAIL_SIZE, HeadFolder, exemplar_ids, update_saved
 from .heads import OpenSetHead
 from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, REASON_GRAYSCALE, Decision, input_limit
 from .names import normalize_label
@@ -97,9 +97,10 @@ class Attributor:
         return self.head_folder.name
 
     def features(self, images: Sequence[ImageInput], progress: Progress | None = None,
-                 hashes: bool = False) -> FeatureBatch:
-        """Backbone features of ``images`` (frame 0; cached by pixel content)."""
-        return self.extractor(list(images), progress, hashes=hashes)
+                 hashes: bool = False, thumbnails: int = 0) -> FeatureBatch:
+        """Backbone features of ``images`` (frame 0; cached by pixel content), with their perceptual hashes and
+        thumbnails of at most ``thumbnails`` px when asked for (one pass of the input stage)."""
+        return self.extractor(list(images), progress, hashes=hashes, thumbnails=thumbnails)
 
     # --------------------------------------------------------------- attribute
     def __call__(self, images: ImageInput | Sequence[ImageInput], progress: Progress | None = None,
@@ -216,7 +217,7 @@ class Attributor:
             raise ValueError(f"at most {MAX_ENROLL_IMAGES} images per enrollment; got {len(images)}")
         if label in self.head.classes_:
             raise ValueError(f"{label!r} is already in the zoo; remove it first or choose another name")
-        batch = self.features(images, progress, hashes=True)
+        batch = self.features(images, progress, hashes=True, thumbnails=THUMBNAIL_SIZE)
         names = {p: str(file_name(images[p]) or f"image {p + 1}") for p in batch.errors}
         errors = {names[p]: m for p, m in batch.errors.items()}
         error_codes = {names[p]: c for p, c in batch.error_codes.items()}
@@ -226,7 +227,7 @@ class Attributor:
                              f"{len(batch.index)}" + (f" ({len(errors)} could not be read: {unread}"
                                                       + (", ..." if len(errors) > 10 else "") + ")" if errors else ""))
         ids = exemplar_ids(label, len(batch.index))
-        thumbnails = {exemplar: thumbnail(images[pos]) for pos, exemplar in zip(batch.index, ids)}
+        thumbnails = {exemplar: batch.thumbnails[pos] for pos, exemplar in zip(batch.index, ids)}
         report = EnrollmentReport(0.0, "", 0.0)  # set by enrolled()
         entries = [ExemplarHashes.entry(exemplar, label, batch.facts[pos], batch.phashes[pos])
                    for pos, exemplar in zip(batch.index, ids)]

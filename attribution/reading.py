@@ -38,7 +38,8 @@ class Extracted:
     ``features`` is ``(len(frame_indices), n_features)`` float32, one row per judged frame (row 0 is
     frame 0), or ``None`` when ``error`` is set. ``skipped`` marks a walked file that is no image.
     ``provenance`` and ``provenance_reason`` are the file's provenance fields
-    (:meth:`~attribution.provenance.ProvenanceReport.fields`) when they were asked for.
+    (:meth:`~attribution.provenance.ProvenanceReport.fields`) when they were asked for; ``thumbnail`` the JPEG
+    bytes of a small copy of frame 0 when asked for (an enrolled image's exemplar thumbnail).
     """
 
     position: int
@@ -52,6 +53,7 @@ class Extracted:
     note: str | None = None
     provenance: dict[str, Any] | None = None
     provenance_reason: str | None = None
+    thumbnail: bytes | None = None
 
     def fail(self, exc: BaseException, walked: bool = False) -> "Extracted":
         """Record why this input cannot be judged and return it: an ``ImageDecodeError`` keeps its code, any
@@ -78,7 +80,7 @@ class Extracted:
 @dataclass
 class FeatureBatch:
     """Features (frame 0) of the inputs that decoded, ``(len(index), n_features)``; the dicts are keyed
-    by input position: error text and code, notes, facts and perceptual hashes."""
+    by input position: error text and code, notes, facts, perceptual hashes and thumbnails."""
 
     features: np.ndarray
     index: list[int]
@@ -87,6 +89,7 @@ class FeatureBatch:
     error_codes: dict[int, str] = field(default_factory=dict)
     facts: dict[int, ImageFacts] = field(default_factory=dict)
     phashes: dict[int, str] = field(default_factory=dict)
+    thumbnails: dict[int, bytes] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -107,6 +110,8 @@ class FeatureBatch:
                 batch.notes[r.position] = r.note
             if r.phash:
                 batch.phashes[r.position] = r.phash
+            if r.thumbnail:
+                batch.thumbnails[r.position] = r.thumbnail
         dim = rows[0].shape[0] if rows else 0
         batch.features = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
         return batch

@@ -237,6 +237,15 @@ def _bit_depth(im: Image.Image) -> int:
     return 16 if im.mode.startswith("I;16") or any(";16" in r for r in raw) else 8
 
 
+def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
+    """JPEG bytes (quality 85) of ``image`` scaled down to fit ``size`` x ``size`` px."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
 def is_grayscale(rgb: Image.Image) -> bool:
     """Whether every pixel has R = G = B (a sparse grid is checked first, so colour images exit early)."""
     a = np.asarray(rgb)

@@ -101,3 +101,14 @@ def test_verifier_reads_a_repeat_once(whitebox, tmp_path):
     finally:
         del whitebox.encode
     assert seen == [1]
+
+
+def test_enroll_reads_each_image_once(tmp_path, count_opens):
+    """Enrollment takes features, hashes and the exemplar thumbnails from one pass of the input stage."""
+    images = [make_image(tmp_path / f"e{i}.png", seed=40 + i, size=96) for i in range(4)]
+    att = stub_attributor(batch_size=2, size=64, n_crops=1)
+    count_opens.clear()
+    out = att.enroll("mine", images)
+    opened = {f: n for f, n in count_opens.items() if f.startswith(str(tmp_path))}
+    assert out.n_images == 4 and opened == {str(p): 1 for p in images}
+    assert len(att.head_folder.thumbnails) == 4 and all(t[:2] == b"\xff\xd8" for t in att.head_folder.thumbnails.values())
