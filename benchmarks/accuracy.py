@@ -163,49 +163,82 @@ def pixel_key(image: Image.Image) -> str:
     return h.hexdigest()[:40]
 
 
+def needed_pairs(bench: Benchmark, i: int) -> list[int]:
+    """The pair networks item ``i`` is ever read through: a training image of fold ``j`` (or its copy) only
+    through the networks that held ``j`` out (out of fold for the other outer folds, the inner ensemble of
+    outer fold ``j``); every other item through all of them."""
+    if bench.kind[i] in ("dev", "copy") and not bench.item_test[i]:
+        j = int(bench.item_fold[i])
+        return [k for k, pair in enumerate(pairs()) if j in pair]
+    return list(range(len(pairs())))
+
+
 def extract(bench: Benchmark, cache: FeatureCache, before: bool, batch_size: int = 16
             ) -> tuple[np.ndarray, list[np.ndarray], dict[int, np.ndarray]]:
-    """``(base features (n_items, d), raw outputs of the 10 pair networks per item ((10, n_views, 2) each),
-    {outer fold: the 'before' network's features (n_items, d')})``, and each item's input facts into
-    ``bench.grayscale`` / ``bench.short_side``. Every image is made and cropped once for all networks, a batch
-    at a time; what the cache holds is not computed again."""
+    """``(base features (n_items, d), raw outputs of the pair networks per item ((n_pairs, n_views, 2) each; NaN
+    for a network the item is never read through, :func:`needed_pairs`), {outer fold: the 'before' network's
+    features (n_items, d'), zeros for copies and changes, which its column does not score}``, and each item's
+    input facts into ``bench.grayscale`` / ``bench.short_side``. Every image is made and cropped once for all
+    networks, a batch at a time; what the cache holds is not computed again."""
     base = create_backbone(BASE)
     bundle = create_backbone(f"forensic_ensemble:{NETWORKS / 'pairs'}")
     olds = {o: create_backbone(f"residual_cnn:{before_network(o)}") for o in range(N_FOLDS)} if before else {}
-    keys = {"base": backbone_key(base), "pairs": backbone_key(bundle) + "-raw",
-            **{o: backbone_key(b) for o, b in olds.items()}}
-    out: dict = {"base": [], "pairs": [], **{o: [] for o in olds}}
-    n = len(bench.items)
+    base_key, pair_key = backbone_key(base), backbone_key(bundle)
+    old_keys = {o: backbone_key(b) for o, b in olds.items()}
+    n, n_pairs = len(bench.items), len(pairs())
+    features, raw = [], []
+    old: dict[int, list] = {o: [] for o in olds}
     for start in range(0, n, batch_size):
-        chunk = bench.items[start:start + batch_size]
-        pixels = [bench.materialize(it) for it in chunk]
+        rows = range(start, min(start + batch_size, n))
+        pixels = [bench.materialize(bench.items[i]) for i in rows]
         hashes = [pixel_key(im) for im in pixels]
         bench.grayscale += [is_grayscale(im) for im in pixels]
         bench.short_side += [min(im.size) for im in pixels]
-        views = None
-        for name, key in keys.items():
-            wanted = [not (name in olds and it.kind == "copy") for it in chunk]
-            cached = [cache.get(f"{h}-{key}") if w else np.zeros(0, np.float32) for h, w in zip(hashes, wanted)]
-            missing = [i for i, c in enumerate(cached) if c is None]
-            if missing:
-                views = views or [base.transform(im) for im in pixels]
-                x = torch.cat([views[i] for i in missing])
-                counts = [len(views[i]) for i in missing]
-                with torch.inference_mode():
-                    if name == "base":
-                        rows = list(base.encode(x, counts).numpy())
-                    elif name == "pairs":
-                        rows = [r.numpy() for r in torch.split(bundle.member_outputs(x).float().cpu(), counts, dim=1)]
-                    else:
-                        rows = list(olds[name].encode(x, counts).numpy())
-                for i, row in zip(missing, rows):
-                    cache.put(f"{hashes[i]}-{key}", row)
-                    cached[i] = row
-            out[name] += cached
-        print(f"features: {min(start + batch_size, n)}/{n}", file=sys.stderr, flush=True)
-    dim = {o: next(len(r) for r in out[o] if len(r)) for o in olds}
-    old = {o: np.stack([r if len(r) else np.zeros(dim[o], np.float32) for r in out[o]]) for o in olds}
-    return np.stack(out["base"]), out["pairs"], old
+        views: list | None = None
+
+        def run(todo: list[int], forward) -> list[np.ndarray]:
+            nonlocal views
+            views = views or [base.transform(im) for im in pixels]
+            with torch.inference_mode():
+                return forward(torch.cat([views[t] for t in todo]), [len(views[t]) for t in todo])
+
+        got = [cache.get(f"{h}-{base_key}") for h in hashes]
+        todo = [t for t, g in enumerate(got) if g is None]
+        if todo:
+            for t, row in zip(todo, run(todo, lambda x, c: list(base.encode(x, c).numpy()))):
+                cache.put(f"{hashes[t]}-{base_key}", row)
+                got[t] = row
+        features += got
+        outs = [np.full((n_pairs, 0, 2), np.nan) for _ in rows]  # widened to the views of the first network read
+        for k in range(n_pairs):
+            want = [t for t, i in enumerate(rows) if k in needed_pairs(bench, i)]
+            part = {t: cache.get(f"{hashes[t]}-{pair_key}-m{k}") for t in want}
+            todo = [t for t in want if part[t] is None]
+            if todo:
+                def member(x, counts, k=k):
+                    return [r.numpy()[0] for r in torch.split(bundle.model(bundle.centre_window(x), [k]).float().cpu(),
+                                                             counts, dim=1)]
+                for t, row in zip(todo, run(todo, member)):
+                    cache.put(f"{hashes[t]}-{pair_key}-m{k}", row)
+                    part[t] = row
+            for t, row in part.items():
+                if outs[t].shape[1] != len(row):
+                    outs[t] = np.full((n_pairs, len(row), 2), np.nan)
+                outs[t][k] = row
+        raw += outs
+        for o, b in olds.items():
+            want = [t for t, i in enumerate(rows) if bench.kind[i] in ("dev", "val", "val_nologo", "field")]
+            part = {t: cache.get(f"{hashes[t]}-{old_keys[o]}") for t in want}
+            todo = [t for t in want if part[t] is None]
+            if todo:
+                for t, row in zip(todo, run(todo, lambda x, c, b=b: list(b.encode(x, c).numpy()))):
+                    cache.put(f"{hashes[t]}-{old_keys[o]}", row)
+                    part[t] = row
+            old[o] += [part.get(t) for t in range(len(rows))]
+        print(f"features: {rows.stop}/{n}", file=sys.stderr, flush=True)
+    dim = {o: next(len(r) for r in v if r is not None) for o, v in old.items()}
+    stacked = {o: np.stack([r if r is not None else np.zeros(dim[o], np.float32) for r in v]) for o, v in old.items()}
+    return np.stack(features), raw, stacked
 
 
 def ensemble_features(raw: list[np.ndarray], members: list[list[int]]) -> np.ndarray:
