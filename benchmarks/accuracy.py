@@ -284,7 +284,8 @@ class Fold:
     """One outer fold: the recipe's head fitted without it, and what it says on what it never saw."""
 
     def __init__(self, bench: Benchmark, o: int, features: np.ndarray, head: OpenSetHead,
-                 train_features: tuple[FeatureBatch, list[FeatureBatch]], by_fold: bool = True) -> None:
+                 train_features: tuple[FeatureBatch, list[FeatureBatch]], by_fold: bool = True,
+                 changes: bool = True) -> None:
         self.bench, self.o, self.X = bench, o, features
         b = bench
         self.generators = [u for u in b.folds[o] if not u.startswith(f"{REAL}/")]
@@ -294,6 +295,7 @@ class Fold:
         self.held_real = np.flatnonzero(self.held & (b.item_label == REAL))
         self.closed = np.flatnonzero(dev & b.item_test & (b.item_fold != o))
         self.head = fit_head(head, b.samples, *train_features, folds=list(b.fold) if by_fold else None)
+        self.changes = changes  # whether the changed images have features (the 'before' column has none)
         self.enrolled: dict[str, dict[str, float]] = {}
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
@@ -320,7 +322,7 @@ class Fold:
             rows = np.flatnonzero(self.held & (b.item_unit == unit))
             units[unit] = (real_shares if unit.startswith(f"{REAL}/") else
                            lambda labels: shares(labels, head.classes_))(self.labels(rows))
-        changed = (b.kind == "change") & (b.item_fold == self.o)
+        changed = (b.kind == "change") & (b.item_fold == self.o) & self.changes
         for change in HARMLESS:
             rows = np.flatnonzero(changed & (b.item_change == change))
             real, gen = rows[b.item_label[rows] == REAL], rows[b.item_label[rows] != REAL]
@@ -365,7 +367,7 @@ class Fold:
         m["known_test_called_unknown"] = float((decision.labels[is_gen] == UNKNOWN).mean())
         m["known_test_generator_called_real"] = float((decision.labels[is_gen] == REAL).mean())
         m["known_test_real_kept_real"] = float((decision.labels[~is_gen] == REAL).mean())
-        for change in CLOSED_CHANGES:
+        for change in CLOSED_CHANGES if self.changes else ():
             rows = np.flatnonzero((b.kind == "change") & b.item_test & (b.item_fold != self.o) & (b.item_change == change))
             if len(rows):
                 accuracy(rows, f"closed_set_acc_after_{change}")
@@ -538,7 +540,8 @@ def run_before(bench: Benchmark, base: np.ndarray, old: dict[int, np.ndarray]) -
         dev_rows = np.flatnonzero(bench.kind == "dev")
         head = OpenSetHead(n_components=384, synthetic_probe=True, real_false_rate=0.05, synthetic_miss_rate=0.05,
                            class_match=False)
-        runs[o] = Fold(bench, o, X, head, (FeatureBatch(X[dev_rows[train]], list(train)), []), by_fold=False)
+        runs[o] = Fold(bench, o, X, head, (FeatureBatch(X[dev_rows[train]], list(train)), []), by_fold=False,
+                       changes=False)
     held = {o: (r.head.synthetic_score(r.X[r.held_real]), r.head.synthetic_score(r.X[r.held_gen])) for o, r in runs.items()}
     for o, r in runs.items():  # thresholds from the other folds' held-out scores, as the old benchmark set them
         r.head.calibrate_synthetic(np.concatenate([held[g][0] for g in runs if g != o]),
