@@ -20,7 +20,7 @@ from .constants import MIN_IMAGE_SIZE
 from .duplicates import perceptual_hash
 from .reading import Extracted, FeatureBatch, ImageReader, Progress, Provenance, Read
 from .storage import atomic_path
-from .transform import DecodedImage, ImageInput, thumbnail_jpeg
+from .transform import DecodedImage, ImageInput, distinct_colours, thumbnail_jpeg
 
 # Crops per backbone call: 80 crops of 256 px (16 images x 5) take 1.2 GB of activations on
 # EfficientNet-Lite2, 32 take 0.55 GB and run as fast per crop on a CPU (measured, 1 thread).
@@ -122,6 +122,7 @@ class FeatureExtractor:
         if min(facts.width, facts.height) < size:
             result.note = (f"small image {facts.width}x{facts.height} upscaled to a {size} px window; "
                            "attribution is less reliable")
+        result.colours = distinct_colours(decoded.frames[0])
         if hashes:
             result.phash = perceptual_hash(decoded.frames[0])
         if thumbnails:

@@ -76,7 +76,9 @@ class AttributionOutput:
     both ``None`` when provenance was not asked for (the JSON then has no ``provenance`` key).
 
     ``caveat`` is the measured caveat of this kind of answer, ``{text, rates, measured_on}``
-    (:func:`attribution.caveats.caveat`), when the head carries the measurement.
+    (:func:`attribution.caveats.caveat`), when the head carries the measurement. ``distinct_colours`` is an
+    input fact kept apart (after the others, so that table columns are only ever appended): the number of
+    distinct colours of frame 0 when it has at most 1,024 (a palette or posterised image), else ``None``.
 
     The fields are in the order of the batch Parquet columns: a new field (e.g. a per-row caveat) is
     appended, and added to :meth:`to_json`.
@@ -105,6 +107,7 @@ class AttributionOutput:
     provenance: dict[str, Any] | None = None
     provenance_reason: str | None = None
     caveat: dict[str, Any] | None = None
+    distinct_colours: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``predict --json`` object (the public contract: fields are only ever added)."""
@@ -134,6 +137,8 @@ class AttributionOutput:
             out["disagreement"] = self.disagreement
         if self.caveat:
             out["caveat"] = {**self.caveat, "rates": _rounded(self.caveat["rates"])}
+        if self.distinct_colours is not None:
+            out["distinct_colours"] = self.distinct_colours
         return self._with_provenance(out)
 
     def _with_provenance(self, out: dict[str, Any]) -> dict[str, Any]:

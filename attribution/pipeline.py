@@ -16,7 +16,8 @@ from .enrollment import EnrollmentReport, enrolled_config, enrollment_report
 from .features import FeatureCache, FeatureExtractor
 from .head_folder import THUMBNAIL_SIZE, HeadFolder, exemplar_ids, update_saved
 from .heads import OpenSetHead
-from .heads.decision import REASON_DISPUTED, REASON_EXACT, REASON_FRAMES, REASON_GRAYSCALE, Decision, input_limit
+from .heads.decision import (REASON_DISPUTED, REASON_EXACT, REASON_FEW_COLOURS, REASON_FRAMES, REASON_GRAYSCALE,
+                             REASON_SMALL, Decision, input_limit)
 from .names import normalize_label
 from .outputs import JSON_DECIMALS, AttributionOutput, EnrollmentOutput, VerificationOutput
 from .inputs import file_name
@@ -163,13 +164,13 @@ class Attributor:
             elif out.reason == REASON_DISPUTED:
                 out.disagreement = _disputed(out, bool(decision.match_inside[frames.start]))
             out.facts = r.facts
-            limit = input_limit(r.facts.grayscale, min(r.facts.width, r.facts.height), self.backbone.preprocess_cfg.size)
+            short = min(r.facts.width, r.facts.height)
+            limit = input_limit(r.facts.grayscale, short, self.backbone.preprocess_cfg.size, r.colours)
             if limit and out.label not in (REAL, UNCERTAIN):
+                why = {REASON_GRAYSCALE: "the image is grayscale", REASON_FEW_COLOURS: f"it has {r.colours} colours",
+                       REASON_SMALL: f"its short side is {short} px"}[limit]
                 out.disagreement = {"evidence": ["input", "class_match" if out.class_match else "synthetic_score"],
-                                    "detail": f"the scores say {out.label}, but " + (
-                                        "the image is grayscale" if limit == REASON_GRAYSCALE else
-                                        f"its short side is {min(r.facts.width, r.facts.height)} px") +
-                                    ", so it is not called generated"}
+                                    "detail": f"the scores say {out.label}, but {why}, so it is not called generated"}
                 out.label, out.reason = UNCERTAIN, limit
             if r.facts.frames > 1:
                 out.frames_judged = [{"index": index, "label": label, "scores": _scores(head.classes_, decision.proba[i])}

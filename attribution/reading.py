@@ -39,7 +39,8 @@ class Extracted:
     frame 0), or ``None`` when ``error`` is set. ``skipped`` marks a walked file that is no image.
     ``provenance`` and ``provenance_reason`` are the file's provenance fields
     (:meth:`~attribution.provenance.ProvenanceReport.fields`) when they were asked for; ``thumbnail`` the JPEG
-    bytes of a small copy of frame 0 when asked for (an enrolled image's exemplar thumbnail).
+    bytes of a small copy of frame 0 when asked for (an enrolled image's exemplar thumbnail); ``colours`` the
+    number of distinct colours of frame 0 when it has few (a palette or posterised image).
     """
 
     position: int
@@ -54,6 +55,7 @@ class Extracted:
     provenance: dict[str, Any] | None = None
     provenance_reason: str | None = None
     thumbnail: bytes | None = None
+    colours: int | None = None
 
     def fail(self, exc: BaseException, walked: bool = False) -> "Extracted":
         """Record why this input cannot be judged and return it: an ``ImageDecodeError`` keeps its code, any
@@ -74,7 +76,7 @@ class Extracted:
         head's decision fills the rest of a judged row."""
         return AttributionOutput(file, note=self.note, error=self.error, error_code=self.error_code,
                                  skipped=self.skipped, provenance=self.provenance,
-                                 provenance_reason=self.provenance_reason)
+                                 provenance_reason=self.provenance_reason, distinct_colours=self.colours)
 
 
 @dataclass

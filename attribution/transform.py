@@ -246,6 +246,16 @@ def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     return buf.getvalue()
 
 
+FEW_COLOURS = 1024  # at most this many distinct colours: a palette or posterised image
+
+
+def distinct_colours(image: Image.Image, limit: int = FEW_COLOURS) -> int | None:
+    """How many distinct colours ``image`` has when it has at most ``limit`` (a palette or posterised image),
+    else ``None`` (Pillow's ``getcolors`` stops counting past the limit)."""
+    found = image.getcolors(limit)
+    return None if found is None else len(found)
+
+
 def is_grayscale(rgb: Image.Image) -> bool:
     """Whether every pixel has R = G = B (a sparse grid is checked first, so colour images exit early)."""
     a = np.asarray(rgb)

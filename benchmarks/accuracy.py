@@ -58,7 +58,7 @@ from attribution.heads.decision import input_limit  # noqa: E402
 from attribution.inputs import walk_files  # noqa: E402
 from attribution.persistence import flat_backbone_config  # noqa: E402
 from attribution.training import ChangedImages, fit_head  # noqa: E402
-from attribution.transform import is_grayscale, load_image  # noqa: E402
+from attribution.transform import distinct_colours, is_grayscale, load_image  # noqa: E402
 from field_cases import CASES, field_cases  # noqa: E402
 from folds import (CACHE, DEFAULT_DATA, N_FOLDS, NETWORKS, TEST_FRACTION, TILES, before_network, outer_folds,  # noqa: E402
                    pairs)
@@ -130,6 +130,7 @@ class Benchmark:
         self.item_test = np.where(self.item_sample >= 0, self.test[self.item_sample], False)
         self.grayscale: list[bool] = []  # input facts, filled by extract
         self.short_side: list[int] = []
+        self.colours: list[int | None] = []
         self.item_unit = np.asarray([
             "" if it.sample < 0 else (f"{REAL}/{self.samples[it.sample].source}" if it.label == REAL else it.label)
             for it in items])
@@ -194,6 +195,7 @@ def extract(bench: Benchmark, cache: FeatureCache, before: bool, batch_size: int
         hashes = [pixel_key(im) for im in pixels]
         bench.grayscale += [is_grayscale(im) for im in pixels]
         bench.short_side += [min(im.size) for im in pixels]
+        bench.colours += [distinct_colours(im) for im in pixels]
         views: list | None = None
 
         def run(todo: list[int], forward) -> list[np.ndarray]:
@@ -304,8 +306,8 @@ class Fold:
         if not len(rows):
             return np.zeros(0, object)
         labels = self.head.predict(self.X[rows])
-        limited = np.asarray([input_limit(self.bench.grayscale[r], self.bench.short_side[r], WINDOW) is not None
-                              for r in rows])
+        limited = np.asarray([input_limit(self.bench.grayscale[r], self.bench.short_side[r], WINDOW,
+                                          self.bench.colours[r]) is not None for r in rows])
         labels[limited & ~np.isin(labels, [REAL, UNCERTAIN])] = UNCERTAIN
         return labels
 

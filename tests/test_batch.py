@@ -145,7 +145,7 @@ def test_output_schema_is_stable(first_run):
                                         "frames_judged", "duplicate_of", "reason", "synthetic_score",
                                         "synthetic_threshold", "real_threshold"]  # only ever appended
     assert table.column_names[25:] == ["nearest", "class_match", "disagreement", "provenance", "provenance_reason",
-                                       "caveat"]
+                                       "caveat", "distinct_colours"]
     assert str(table.schema.field("scores").type) == "string" and table.num_rows == N_ROWS
     errors = [r for r in table.to_pylist() if r["error"] and r["error_code"] != "too_small"]
     assert [r["file"].rsplit("/", 1)[1] for r in errors] == ["corrupt.png", "notes.txt"]
@@ -290,7 +290,7 @@ def test_output_schema_has_a_column_for_every_json_field():
         nearest=[{"label": "real", "id": "real/1.png", "distance": 0.5}],
         class_match={"class": "gen", "score": 1.5, "threshold": 1.0, "false_match_rate_at_score": 0.01},
         disagreement={"evidence": ["frames"], "detail": "d"}, provenance={"summary": "s"}, provenance_reason="r",
-        caveat={"text": "t", "rates": {"heldout_generator_called_real": 0.1}, "measured_on": "m"})
+        caveat={"text": "t", "rates": {"heldout_generator_called_real": 0.1}, "measured_on": "m"}, distinct_colours=12)
     failed = AttributionOutput("b.txt", error="not an image", error_code="not_an_image", skipped=True,
                                provenance_reason="no bytes")
     shown = set(judged.to_json()) | set(failed.to_json())

@@ -13,8 +13,9 @@ from attribution.backbones import create_backbone
 from attribution.backbones.residual_cnn import load_network
 from attribution.constants import REAL, UNCERTAIN, UNKNOWN
 from attribution.heads import OpenSetHead
-from attribution.heads.decision import (REASON_DISPUTED, REASON_EXACT, REASON_FAR, REASON_GRAYSCALE, REASON_KNOWN,
-                                        REASON_MATCH, REASON_REAL, REASON_SMALL, REASON_UNCERTAIN, REASON_UNKNOWN)
+from attribution.heads.decision import (REASON_DISPUTED, REASON_EXACT, REASON_FAR, REASON_FEW_COLOURS,
+                                        REASON_GRAYSCALE, REASON_KNOWN, REASON_MATCH, REASON_REAL, REASON_SMALL,
+                                        REASON_UNCERTAIN, REASON_UNKNOWN)
 from attribution.recipes.residual_cnn import save_network
 from conftest import REPO
 
@@ -96,9 +97,10 @@ def _check_row(row: dict, classes: list[str]) -> None:
         assert row["duplicate_of"]["match"] == "exact" and label == row["duplicate_of"]["class"]
     elif label == REAL:
         assert s < row["real_threshold"] and reason == REASON_REAL and match is None
-    elif label == UNCERTAIN and reason in (REASON_GRAYSCALE, REASON_SMALL):
+    elif label == UNCERTAIN and reason in (REASON_GRAYSCALE, REASON_SMALL, REASON_FEW_COLOURS):
         assert row["disagreement"]["evidence"][0] == "input"
-        assert row["grayscale"] if reason == REASON_GRAYSCALE else 2 * min(row["width"], row["height"]) < 256
+        assert {REASON_GRAYSCALE: row["grayscale"], REASON_FEW_COLOURS: row.get("distinct_colours", 2000) <= 1024,
+                REASON_SMALL: 2 * min(row["width"], row["height"]) < 256}[reason]
     elif label == UNCERTAIN and reason == REASON_DISPUTED:
         assert match is not None and s < row["synthetic_threshold"] and row["disagreement"]["evidence"][0] == "class_match"
     elif label == UNCERTAIN:

@@ -212,12 +212,13 @@ def test_a_match_outside_the_class_images_decides_nothing():
 
 
 def test_grayscale_and_tiny_inputs_are_never_called_generated(spectra_head, tmp_path, monkeypatch):
-    """Whatever the scores say, a grayscale image or one whose short side is below half the judged window is
-    ``uncertain`` (reasons ``grayscale_input``, ``small_input``); a colour image of full size keeps its label."""
-    from attribution.heads.decision import REASON_GRAYSCALE, REASON_SMALL, input_limit
+    """Whatever the scores say, a grayscale image, a posterised one or one whose short side is below half the
+    judged window is ``uncertain`` (reasons ``grayscale_input``, ``few_colours_input``, ``small_input``); a
+    colour image of full size keeps its label."""
+    from attribution.heads.decision import REASON_FEW_COLOURS, REASON_GRAYSCALE, REASON_SMALL, input_limit
 
     assert input_limit(True, 512, 256) == REASON_GRAYSCALE and input_limit(False, 100, 256) == REASON_SMALL
-    assert input_limit(False, 128, 256) is None
+    assert input_limit(False, 128, 256) is None and input_limit(False, 512, 256, 300) == REASON_FEW_COLOURS
     head_dir, new, _ = spectra_head
     att = Attributor.from_pretrained(head_dir)
     colour = Image.open(new[1]).convert("RGB")
@@ -225,12 +226,15 @@ def test_grayscale_and_tiny_inputs_are_never_called_generated(spectra_head, tmp_
     colour.convert("L").convert("RGB").save(grey)
     small = tmp_path / "small.png"
     colour.resize((100, 100)).save(small)
+    poster = tmp_path / "poster.png"
+    colour.quantize(64).convert("RGB").save(poster)
     generated = att.head.decide
     monkeypatch.setattr(att.head, "decide", lambda X, nearest=0: _all_generated(generated(X, nearest)))
-    rows = att([new[1], grey, small])
-    assert rows[0].label == "gen_a"
+    rows = att([new[1], grey, small, poster])
+    assert rows[0].label == "gen_a" and rows[0].to_json().get("distinct_colours") is None
     assert (rows[1].label, rows[1].reason) == (UNCERTAIN, REASON_GRAYSCALE) and rows[1].disagreement
     assert (rows[2].label, rows[2].reason) == (UNCERTAIN, REASON_SMALL)
+    assert (rows[3].label, rows[3].reason) == (UNCERTAIN, REASON_FEW_COLOURS) and rows[3].distinct_colours <= 64
 
 
 def _all_generated(decision):

@@ -22,6 +22,7 @@ REASON_CLOSED_FAR = "far_from_known"
 REASON_FRAMES = "frames_disagree"            # an animated image whose judged frames got different labels
 REASON_GRAYSCALE = "grayscale_input"        # every pixel R = G = B: not called generated, whatever the scores say
 REASON_SMALL = "small_input"                 # short side below half the judged window: not called generated
+REASON_FEW_COLOURS = "few_colours_input"     # at most 1,024 distinct colours (palette, posterised): not generated
 REASON_DISPUTED = "class_match_disagrees"    # a class matches but the match cannot decide (outside its images, or
                                              # a head saved before matches were calibrated on real photos)
 REASON_TEXT = {
@@ -39,6 +40,9 @@ REASON_TEXT = {
     REASON_FRAMES: "the judged frames of this animated image do not agree",
     REASON_GRAYSCALE: "cannot tell: the image is grayscale (every pixel has R = G = B), so the colour traces "
                       "generators leave are gone; it is not called generated, whatever the scores say",
+    REASON_FEW_COLOURS: "cannot tell: the image has so few distinct colours (a palette or posterised image) that the "
+                        "fine colour variations generators leave are gone; it is not called generated, whatever the "
+                        "scores say",
     REASON_SMALL: "cannot tell: the image is smaller than half the window the networks judge, so upscaled it "
                   "cannot carry a generator's traces; it is not called generated, whatever the scores say",
     REASON_DISPUTED: "the evidence disagrees: a generator of the head matches it (black-box verification), but the "
@@ -47,12 +51,15 @@ REASON_TEXT = {
 }
 
 
-def input_limit(grayscale: bool, short_side: int, window: int) -> str | None:
+def input_limit(grayscale: bool, short_side: int, window: int, colours: int | None = None) -> str | None:
     """Why an input cannot be called generated whatever its scores say, or ``None``: it is grayscale (every pixel
-    R = G = B; generators' colour traces are gone) or its short side is below half the judged ``window`` (px;
-    upscaled to it, it cannot carry their traces). Such an image is ``uncertain`` rather than generated."""
+    R = G = B; generators' colour traces are gone), it has few distinct ``colours`` (a count means at most 1,024:
+    a palette or posterised image), or its short side is below half the judged ``window`` (px; upscaled to it,
+    it cannot carry their traces). Such an image is ``uncertain`` rather than generated."""
     if grayscale:
         return REASON_GRAYSCALE
+    if colours is not None:
+        return REASON_FEW_COLOURS
     if 2 * short_side < window:
         return REASON_SMALL
     return None
