@@ -105,7 +105,8 @@ def test_every_file_of_a_folder_gets_a_row(attributor, tmp_path):
     formats = {name: rows[name].get("format") for name in ("iphone.heic", "photo.avif", "png_named.heic",
                                                            "scan.unknownext")}
     assert formats == {"iphone.heic": "HEIF", "photo.avif": "AVIF", "png_named.heic": "PNG", "scan.unknownext": "JPEG"}
-    assert all(rows[name]["label"] in [*attributor.classes, UNKNOWN] for name in formats)
+    # decoded and answered: 120 px high is below the small-input floor, so the answer is "cannot tell" and says why
+    assert all(rows[name]["label"] == UNCERTAIN and rows[name]["reason"] == "small_input" for name in formats)
     assert rows["notes.txt"] == {"file": rows["notes.txt"]["file"], "error": "not a recognised image format",
                                  "error_code": "not_an_image", "skipped": True}
     for name, size in (("one_px.png", "1x1"), ("icon.png", "16x16")):
