@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,6 +33,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pyt
 
 from gradio_client import Client, handle_file  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from field_cases import photos as field_photos  # noqa: E402
 from test_app import AppServer, dev_images, head_args, sample_images, synthetic_images  # noqa: E402
 
 
@@ -204,12 +207,14 @@ def test_attribute_one_image_shows_verdict(page_a, images, server):
     shot(page_a, "02_attribute_one.png")
 
 
-def test_a_real_photo_shows_no_unknown_score(page_a, server):
-    """A photo the head was not trained on (dev photos added after it, e.g. the FFHQ faces) that it calls real."""
-    photos = [p for p in dev_images("real", 400) if p.name.startswith(("ffhq__", "mei__"))]
-    real = next((p for p in photos[:8] if api_row(server, p)["reason"] == "no_synthetic_evidence"), None)
-    if real is None:
-        pytest.skip("no dev photo that the served head calls real by its pixels")
+def test_a_real_photo_shows_no_unknown_score(page_a, server, tmp_path):
+    """A photo the head was not trained on (the field cases' photos, none of them in dev) that it calls real."""
+    photos = []
+    for name, photo in field_photos().items():
+        photo.save(tmp_path / f"{name}.png")
+        photos.append(tmp_path / f"{name}.png")
+    real = next((p for p in photos if api_row(server, p)["reason"] == "no_synthetic_evidence"), None)
+    assert real is not None, "the served head calls none of the field-case photos real"
     attribute(page_a, [real])
     verdict = text_of(page_a, "#attr-verdict")
     assert "Real (not generated)" in verdict and "Synthetic score" in verdict and "Unknown score" not in verdict
