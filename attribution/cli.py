@@ -136,7 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                                 provenance=provenance)):
         row = {**o.to_json(), "file": os.fspath(file)}
         rows.append(row)
-        images.append(report_image(file, row, attributor.exemplar_path))
+        images.append(report_image(file, row, attributor.exemplar_image))
     out = write_bytes(args.out, render_report(rows, HeadInfo.of(attributor), images).encode("utf-8"))
     failed = sum(1 for r in rows if r.get("error") and not r.get("skipped"))
     print(json.dumps({"saved_to": str(Path(out).resolve()), "n_images": len(rows), "failed": failed}))

@@ -109,6 +109,11 @@ class HeadFolder:
                 return path
         return None
 
+    def exemplar_image(self, exemplar_id: str) -> bytes | Path | None:
+        """The picture of exemplar ``exemplar_id``: the thumbnail (JPEG bytes) of an image enrolled since the head was
+        loaded or saved, else :meth:`exemplar_path`."""
+        return self.thumbnails.get(exemplar_id) or self.exemplar_path(exemplar_id)
+
     def files(self, folder: Path) -> dict[str, bytes]:
         """What to write beside the head when saving it to ``folder`` (name relative to the folder -> bytes):
         the duplicate index, the unsaved thumbnails and, from a source folder other than ``folder``, its

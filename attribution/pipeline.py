@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from .verification.blackbox import BlackBoxVerifier
 class Attributor:
     """Attribute, verify and enroll with one backbone and one open-set head.
 
-    The head, its config, duplicate index and source folder are one :class:`~attribution.head_folder.HeadFolder`
+    The head, its config, duplicate index, source folder and the thumbnails of images enrolled since it was loaded
+    (``thumbnails``: exemplar id -> JPEG bytes) are one :class:`~attribution.head_folder.HeadFolder`
     (``head_folder``), replaced whole by an enrollment or a removal: attribution running meanwhile uses the
     head it started with.
 
@@ -45,10 +46,10 @@ class Attributor:
 
     def __init__(self, backbone: Backbone, head: OpenSetHead, config: dict[str, Any] | None = None,
                  cache: FeatureCache | None = None, batch_size: int = 16, source: Path | None = None,
-                 hashes: ExemplarHashes | None = None, *, min_size: int = MIN_IMAGE_SIZE,
-                 max_frames: int = MAX_FRAMES) -> None:
+                 hashes: ExemplarHashes | None = None, thumbnails: Mapping[str, bytes] | None = None, *,
+                 min_size: int = MIN_IMAGE_SIZE, max_frames: int = MAX_FRAMES) -> None:
         self.backbone = backbone
-        self.head_folder = HeadFolder(head, dict(config or {}), hashes, source)
+        self.head_folder = HeadFolder(head, dict(config or {}), hashes, source, dict(thumbnails or {}))
         self.extractor = FeatureExtractor(backbone, cache, batch_size=batch_size, min_size=min_size)
         self.max_frames = max_frames
 
@@ -274,6 +275,11 @@ class Attributor:
     def exemplar_path(self, exemplar_id: str) -> Path | None:
         """Image file behind a bank exemplar id, when it is on this machine (see :meth:`HeadFolder.exemplar_path`)."""
         return self.head_folder.exemplar_path(exemplar_id)
+
+    def exemplar_image(self, exemplar_id: str) -> bytes | Path | None:
+        """Picture of a bank exemplar: an unsaved thumbnail or a file on this machine (see
+        :meth:`HeadFolder.exemplar_image`)."""
+        return self.head_folder.exemplar_image(exemplar_id)
 
     # -------------------------------------------------------------------- save
     def save_pretrained(self, folder: str | os.PathLike, **extra: Any) -> Path:

@@ -127,24 +127,24 @@ def tool_version() -> str:
             return "unknown"
 
 
-def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
-    """JPEG bytes of ``image`` fitted in ``size`` px, at most :data:`MAX_THUMBNAIL_BYTES` (lower quality, then
-    smaller, until it fits)."""
+def thumbnail_jpeg(image: Image.Image, size: int, max_bytes: int = MAX_THUMBNAIL_BYTES, quality: int = 85) -> bytes:
+    """JPEG bytes of ``image`` fitted in ``size`` px at ``quality``, at most ``max_bytes`` (lower quality, down to
+    40, then smaller, until it fits)."""
     image = image.convert("RGB")
     image.thumbnail((size, size))
     while True:
-        for quality in (85, 70, 55, 40):
+        for q in range(quality, 39, -15):
             buf = io.BytesIO()
-            image.save(buf, format="JPEG", quality=quality)
-            if buf.tell() <= MAX_THUMBNAIL_BYTES:
+            image.save(buf, format="JPEG", quality=q)
+            if buf.tell() <= max_bytes:
                 return buf.getvalue()
         image.thumbnail((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)))
 
 
 def report_image(source: ImageInput, row: dict[str, Any],
-                 exemplar_path: Callable[[str], Path | None] | None = None) -> ReportImage:
+                 exemplar_image: Callable[[str], ImageInput | None] | None = None) -> ReportImage:
     """Thumbnail and perceptual hash of ``source`` (the input of ``row``) and thumbnails of the row's nearest
-    examples that ``exemplar_path`` finds (e.g. :meth:`attribution.Attributor.exemplar_path`); what cannot be
+    examples that ``exemplar_image`` finds (e.g. :meth:`attribution.Attributor.exemplar_image`); what cannot be
     decoded is left out."""
     try:
         frame = decode_image(source).frames[0]
@@ -152,11 +152,11 @@ def report_image(source: ImageInput, row: dict[str, Any],
         return ReportImage()
     neighbours = {}
     for n in row.get("nearest") or []:
-        path = exemplar_path(n["id"]) if exemplar_path and n.get("id") else None
-        if path is None:
+        picture = exemplar_image(n["id"]) if exemplar_image and n.get("id") else None
+        if picture is None:
             continue
         try:
-            neighbours[n["id"]] = thumbnail_jpeg(decode_image(path).frames[0], NEIGHBOUR_PX)
+            neighbours[n["id"]] = thumbnail_jpeg(decode_image(picture).frames[0], NEIGHBOUR_PX)
         except (ImageDecodeError, OSError):
             continue
     return ReportImage(thumbnail_jpeg(frame, THUMBNAIL_PX), perceptual_hash(frame), neighbours)

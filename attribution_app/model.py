@@ -78,7 +78,8 @@ class ModelHost:
         return int(self.base().head.class_means_.shape[1])
 
     def view(self, state: VisitorState) -> Attributor:
-        """A fresh Attributor: the served head plus the enrollments of ``state`` that were made for it."""
+        """A fresh Attributor: the served head plus the enrollments of ``state`` that were made for it, with their
+        thumbnails (this visitor's only) as its unsaved ones."""
         base, fingerprint = self.served()
         active = state.active(fingerprint)
         head = base.head.with_deltas([e.delta for e in active]) if active else base.head
@@ -86,7 +87,8 @@ class ModelHost:
         for e in active:
             config = enrolled_config(config, base.name, e.label, e.info())
         return Attributor(base.backbone, head, {**config, "classes": list(head.classes_)}, cache=base.extractor.cache,
-                          source=base.source, hashes=base.hashes)  # the served head's duplicate index
+                          source=base.source, hashes=base.hashes,  # the served head's duplicate index
+                          thumbnails=state.thumbnails(fingerprint))
 
     def switch(self, ref: str) -> Attributor:
         """Serve another head (admin only), reusing the loaded backbone when the features match."""
@@ -210,7 +212,8 @@ def verify_with(verifier: Verifier, items: Sequence[Item], progress: Progress | 
 def enroll(state: VisitorState, name: str, items: Sequence[Item],
            progress: Progress | None = None) -> tuple[dict[str, Any], Enrollment]:
     """Enroll generator ``name`` for a visitor, without keeping it: the CLI ``enroll`` dict and the enrollment
-    to add to their state (the caller decides, e.g. after a warning)."""
+    to add to their state (the caller decides, e.g. after a warning), with thumbnails of its exemplars made in the
+    same pass over the images."""
     if not name or not str(name).strip():
         raise ValueError("type a name for the generator first, e.g. 'Midjourney v6'")
     label = normalize_label(name)
@@ -224,7 +227,8 @@ def enroll(state: VisitorState, name: str, items: Sequence[Item],
     out = view.enroll(name, [p for _, p in items], progress=progress)
     names = {str(Path(p).resolve()): n for n, p in items}
     out.errors = {names.get(k, Path(k).name): scrub_paths(v) for k, v in out.errors.items()}
-    return out.to_json(), Enrollment.from_head(view.head, label, view.config["enrolled"][label])
+    return out.to_json(), Enrollment.from_head(view.head, label, view.config["enrolled"][label],
+                                               view.head_folder.thumbnails)
 
 
 # ------------------------------------------------------------------------------ admin

@@ -75,8 +75,10 @@ def nearest_markdown(ev: Evidence, pictures: int) -> str:
     lines = ["**Most similar known examples** (distance in the head's feature space; smaller is closer):"]
     lines += [f"- {md(n.caption())}" for n in ev.nearest]
     if pictures < len(ev.nearest):
-        lines.append("\n*Pictures of known examples are shown only where the head's training images are on the "
-                     "server (its data folder, or `ATTRIBUTION_DATA`); enrolled images are not kept.*")
+        lines.append("\n*Pictures of known examples are shown only where they are kept: the head's training images "
+                     "when they are on the server (its data folder, or `ATTRIBUTION_DATA`), thumbnails of the images "
+                     "enrolled in the head, and thumbnails of the images you enrolled (your enrollments saved before "
+                     "the app kept thumbnails have none).*")
     return "\n".join(lines)
 
 

@@ -8,6 +8,10 @@ Stored state comes back from the browser or an upload, so it is untrusted input:
 valid HMAC-SHA256 signature made with the operator's secret (``ATTRIBUTION_SECRET``), parse into
 bounded, finite values, and name the head it was made for by its fingerprint. Enrollments made for
 another head are kept aside with a notice instead of being applied.
+
+An enrollment also keeps small JPEG thumbnails of its exemplars (re-encoded from those the input stage made
+while enrolling), so the nearest examples of a verdict can show the visitor's own images; entries stored
+before thumbnails were kept have none and load as before.
 """
 from __future__ import annotations
 
@@ -25,12 +29,13 @@ import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from attribution import normalize_label
-from attribution import ClassDelta, OpenSetHead
+from attribution import ClassDelta, OpenSetHead, load_image, normalize_label
+from attribution.head_folder import exemplar_ids
+from attribution.report import thumbnail_jpeg
 
 from .settings import MAX_ENROLL_IMAGES, SECRET_ENV
 
@@ -40,6 +45,11 @@ MAX_ENROLLMENTS = 10
 MAX_STORED_CHARS = 4_000_000
 MAX_DIM = 4096
 MAX_BANK_ROWS = 256
+THUMBNAIL_PX = 96  # longer side of a stored exemplar thumbnail
+THUMBNAIL_QUALITY = 70  # JPEG quality tried first (lower, then smaller, until MAX_THUMBNAIL_BYTES)
+MAX_THUMBNAIL_BYTES = 3_600  # per thumbnail: MAX_ENROLL_IMAGES of them fit MAX_THUMBNAIL_CHARS as base64
+MAX_THUMBNAIL_CHARS = 250_000  # base64 of one enrollment's thumbnails; MAX_ENROLLMENTS of them use 2.5M chars
+JPEG_MAGIC = b"\xff\xd8\xff"
 EXPORT_NAME = "attribution-enrollments.zip"
 EXPORT_MEMBER = "enrollments.json"
 BROWSER_KEY = "attribution-enrollments-v1"
@@ -82,21 +92,27 @@ class Enrollment:
     closest_class: str
     closest_class_share: float
     expected_real_or_uncertain: float | None = None  # enrollments stored before it was measured have none
+    thumbnails: tuple[bytes, ...] = ()  # JPEGs of the first exemplars, in bank order (stored before: none)
 
     @property
     def label(self) -> str:
         return self.delta.label
 
     @classmethod
-    def from_head(cls, head: OpenSetHead, label: str, info: dict[str, Any]) -> "Enrollment":
-        """Cut ``label`` out of an enrolled head. Its exemplar rows are kept at half precision, as stored, so
-        the session and a reload build the very same head."""
+    def from_head(cls, head: OpenSetHead, label: str, info: dict[str, Any],
+                  thumbnails: Mapping[str, bytes] | None = None) -> "Enrollment":
+        """Cut ``label`` out of an enrolled head, with small copies of its exemplars' ``thumbnails`` (exemplar id ->
+        JPEG, as :meth:`attribution.Attributor.enroll` keeps them). Its exemplar rows are kept at half precision
+        and named as the library names the first images enrolled as ``label``, as stored, so the session and a
+        reload build the very same head."""
         delta = head.class_delta(label)
-        delta = replace(delta, bank=delta.bank.astype(np.float16).astype(np.float64))
+        pictures = [(thumbnails or {}).get(i) for i in delta.ids]
+        delta = replace(delta, bank=delta.bank.astype(np.float16).astype(np.float64),
+                        ids=tuple(exemplar_ids(label, len(delta.bank))))
         unflagged = info.get("expected_real_or_uncertain")
         return cls(delta, str(info["display_name"]), int(info["n_images"]), str(info["enrolled_at"]),
                    float(info["expected_recall"]), str(info["closest_class"]), float(info["closest_class_share"]),
-                   None if unflagged is None else float(unflagged))
+                   None if unflagged is None else float(unflagged), _small_thumbnails(pictures))
 
     def info(self) -> dict[str, Any]:
         """The ``config["enrolled"]`` entry of this class."""
@@ -122,6 +138,10 @@ class VisitorState:
         """The enrollments that apply to the head with ``fingerprint`` (none when they were made for another)."""
         return self.enrollments if self.head == fingerprint else ()
 
+    def thumbnails(self, fingerprint: str) -> dict[str, bytes]:
+        """Exemplar id -> JPEG of this visitor's enrolled images that apply to the head with ``fingerprint``."""
+        return {i: t for e in self.active(fingerprint) for i, t in zip(e.delta.ids, e.thumbnails)}
+
     def stale(self, fingerprint: str) -> bool:
         return bool(self.enrollments) and self.head != fingerprint
 
@@ -130,13 +150,29 @@ class VisitorState:
         kept = self.active(fingerprint)
         if len(kept) >= MAX_ENROLLMENTS:
             raise StateError(f"at most {MAX_ENROLLMENTS} enrolled generators per visitor; remove one first")
-        return VisitorState(fingerprint, (*kept, enrollment))
+        return _storable(VisitorState(fingerprint, (*kept, enrollment)))
 
     def remove(self, label: str) -> "VisitorState":
         if label not in self.labels:
             raise StateError(f"{label!r} is not one of your enrolled generators")
         rest = tuple(e for e in self.enrollments if e.label != label)
         return VisitorState(self.head if rest else None, rest)
+
+
+def _small_thumbnails(pictures: Sequence[bytes | None]) -> tuple[bytes, ...]:
+    """The stored thumbnails of exemplars whose ``pictures`` (JPEG) are given, in order: each fitted in
+    :data:`THUMBNAIL_PX` and :data:`MAX_THUMBNAIL_BYTES`, up to the first missing one or :data:`MAX_THUMBNAIL_CHARS`."""
+    kept: list[bytes] = []
+    chars = 0
+    for picture in pictures:
+        if picture is None:
+            break
+        small = thumbnail_jpeg(load_image(picture), THUMBNAIL_PX, MAX_THUMBNAIL_BYTES, THUMBNAIL_QUALITY)
+        chars += 4 * -(-len(small) // 3)  # as base64
+        if chars > MAX_THUMBNAIL_CHARS:
+            break
+        kept.append(small)
+    return tuple(kept)
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -147,7 +183,8 @@ def _b64(array: np.ndarray, dtype: str) -> str:
 def _enrollment_json(e: Enrollment) -> dict[str, Any]:
     d = e.delta
     return {**e.info(), "label": d.label, "count": d.count, "bias": d.bias, "verify_offset": d.verify_offset,
-            "mean": _b64(d.mean, "<f8"), "bank": _b64(d.bank, "<f2"), "bank_rows": int(len(d.bank))}
+            "mean": _b64(d.mean, "<f8"), "bank": _b64(d.bank, "<f2"), "bank_rows": int(len(d.bank)),
+            "thumbnails": [base64.b64encode(t).decode() for t in e.thumbnails]}
 
 
 def encode(state: VisitorState) -> dict[str, str]:
@@ -159,6 +196,13 @@ def encode(state: VisitorState) -> dict[str, str]:
                        "enrollments": [_enrollment_json(e) for e in state.enrollments]},
                       sort_keys=True, separators=(",", ":"))
     return {"data": data, "sig": _sign(data)}
+
+
+def _storable(state: VisitorState) -> VisitorState:
+    """``state``, unless its stored form would be too large to load back."""
+    if len(encode(state).get("data", "")) > MAX_STORED_CHARS:
+        raise StateError("your enrollments would be too large to keep; remove one first")
+    return state
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:
@@ -173,17 +217,37 @@ def _text(value: Any, what: str, limit: int) -> str:
     return value
 
 
-def _array(value: Any, what: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _raw(value: Any, what: str, limit: int) -> bytes:
+    """The bytes of base64 text ``value`` of at most ``limit`` chars."""
     try:
-        raw = base64.b64decode(_text(value, what, MAX_STORED_CHARS).encode(), validate=True)
+        return base64.b64decode(_text(value, what, limit).encode(), validate=True)
     except binascii.Error:
         raise StateError(f"stored enrollments hold an invalid {what}") from None
+
+
+def _array(value: Any, what: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    raw = _raw(value, what, MAX_STORED_CHARS)
     if len(raw) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
         raise StateError(f"stored enrollments hold a {what} of the wrong size")
     array = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.float64)
     if not np.isfinite(array).all():
         raise StateError(f"stored enrollments hold an invalid {what}")
     return array
+
+
+def _thumbnails(value: Any, rows: int) -> tuple[bytes, ...]:
+    """Stored thumbnails: at most one JPEG per exemplar row, each and all within their limits (none in entries
+    stored before thumbnails were kept)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > rows:
+        raise StateError("stored enrollments hold an invalid number of thumbnails")
+    if sum(len(v) for v in value if isinstance(v, str)) > MAX_THUMBNAIL_CHARS:
+        raise StateError("stored enrollments hold thumbnails that are too large")
+    pictures = tuple(_raw(v, "thumbnail", MAX_THUMBNAIL_CHARS) for v in value)
+    if not all(len(p) <= MAX_THUMBNAIL_BYTES and p.startswith(JPEG_MAGIC) for p in pictures):
+        raise StateError("stored enrollments hold an invalid thumbnail")
+    return pictures
 
 
 def _enrollment(item: Any, dim: int) -> Enrollment:
@@ -205,7 +269,7 @@ def _enrollment(item: Any, dim: int) -> Enrollment:
                        _number(item.get("count"), "image count", 2, MAX_ENROLL_IMAGES),
                        _number(item.get("bias"), "bias", -1e6, 1e6),
                        _number(item.get("verify_offset"), "offset", -1e6, 1e6),
-                       _array(item.get("bank"), "exemplar bank", "<f2", (rows, dim)))
+                       _array(item.get("bank"), "exemplar bank", "<f2", (rows, dim)), tuple(exemplar_ids(label, rows)))
     enrolled_at = _text(item.get("enrolled_at"), "date", 20)
     if not _TIMESTAMP.match(enrolled_at):
         raise StateError("stored enrollments hold an invalid date")
@@ -213,7 +277,8 @@ def _enrollment(item: Any, dim: int) -> Enrollment:
     return Enrollment(delta, _text(item.get("display_name"), "display name", 100), n_images, enrolled_at,
                       _number(item.get("expected_recall"), "recall", 0, 1), closest,
                       _number(item.get("closest_class_share"), "share", 0, 1),
-                      None if unflagged is None else _number(unflagged, "share", 0, 1))
+                      None if unflagged is None else _number(unflagged, "share", 0, 1),
+                      _thumbnails(item.get("thumbnails"), rows))
 
 
 def _foreign_dim(items: list[Any]) -> int:
@@ -312,7 +377,7 @@ def import_zip(path: str, state: VisitorState, fingerprint: str, dim: int) -> tu
     skipped = [e.label for e in imported.enrollments if e.label in known]
     message = (f"Imported {', '.join(e.label for e in new) or 'nothing new'}"
                + (f" (already enrolled: {', '.join(skipped)})" if skipped else "") + ".")
-    return VisitorState(fingerprint, (*current, *new)) if (current or new) else VisitorState(), message
+    return _storable(VisitorState(fingerprint, (*current, *new))) if (current or new) else VisitorState(), message
 
 
 # ------------------------------------------------------------------------------ API sessions

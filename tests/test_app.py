@@ -515,6 +515,7 @@ def test_admin_saves_a_derived_head_and_switching_heads_keeps_visitors_informed(
         saved, config = zoo.load_head(name)
         assert config["base_head"] == "open-set-efficientnet-lite2" and "metrics" not in config
         assert "figures" not in config and not list((user_home / "zoo" / name).glob("*.png"))
+        assert len(list((user_home / "zoo" / name / "exemplars" / "local_gen").glob("*.jpg"))) == 4  # its thumbnails
         assert config["enrolled"]["local_gen"]["expected_recall"] == enrollment.expected_recall
         card = (user_home / "zoo" / name / "README.md").read_text()
         assert "## Base head" in card and "confusion_matrix" not in card and "/work" not in card
@@ -531,6 +532,49 @@ def test_admin_saves_a_derived_head_and_switching_heads_keeps_visitors_informed(
         restored = load_stored(encode(state), ops.HOST.fingerprint, ops.HOST.dim)
         assert restored.notice and "another head" in restored.notice and restored.labels == ["local_gen"]
         assert ops.HOST.view(restored).classes == ops.HOST.base().classes  # kept aside, not applied
+    finally:
+        ops.HOST.set_ref(None)
+
+
+def test_the_nearest_box_shows_a_visitors_own_enrolled_images_and_only_theirs(user_home, tmp_path):
+    """Issue 21: a neighbour that is one of the visitor's enrolled images is shown from the thumbnails kept in their
+    signed enrollment (after a reload too, as decoded bytes); another visitor who enrolled the same name gets their
+    own pictures, never these."""
+    import numpy as np
+    from attribution import load_image
+    from attribution_app import model as ops
+    from attribution_app.state import VisitorState, encode, load_stored
+    from attribution_app.tabs.attribute import nearest_gallery
+
+    if not (DEFAULT_HEAD / "config.json").is_file():
+        pytest.skip("needs the shipped head")
+    ops.HOST.set_ref(None)
+    try:
+        def visitor(seed):
+            shots = synthetic_images(tmp_path / str(seed), "own", 5, seed=seed)
+            _, enrollment = ops.enroll(VisitorState(), "Own Gen", [(p.name, str(p)) for p in shots[:4]])
+            stored = encode(VisitorState().add(enrollment, ops.HOST.fingerprint))
+            return load_stored(stored, ops.HOST.fingerprint, ops.HOST.dim), shots[4]  # as the browser returns it
+
+        def pictures(state, image):
+            view, rows = ops.attribute(state, [(image.name, str(image))], nearest=4)
+            own = [n["id"] for n in rows[0]["nearest"] if n["label"] == "own_gen"]
+            return own, [np.asarray(im).tobytes() for im, _ in nearest_gallery(view, rows[0])]
+
+        def pixels(state):
+            return {i: np.asarray(load_image(t)).tobytes() for i, t in state.thumbnails(ops.HOST.fingerprint).items()}
+
+        mine, held_out = visitor(seed=950)
+        assert len(mine.enrollments[0].thumbnails) == 4
+        own, shown = pictures(mine, held_out)
+        assert own and all(i.startswith("exemplars/own_gen/") for i in own)  # its nearest are enrolled exemplars
+        assert all(pixels(mine)[i] in shown for i in own)
+        theirs, _ = visitor(seed=970)
+        other_own, other_shown = pictures(theirs, held_out)
+        assert other_own and all(pixels(theirs)[i] in other_shown for i in other_own)
+        assert not set(pixels(mine).values()) & set(other_shown)
+        _, anyone = pictures(VisitorState(), held_out)
+        assert not set(pixels(mine).values()) & set(anyone)
     finally:
         ops.HOST.set_ref(None)
 

@@ -1,12 +1,15 @@
 """A visitor's stored enrollments are untrusted input: signed, validated, keyed to their head (no backbone needed)."""
 import base64
+import io
 import json
 import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from attribution.enrollment import enrollment_report, head_fingerprint
+from attribution.head_folder import exemplar_ids
 from attribution.heads import OpenSetHead
 from attribution_app import state as st
 from test_heads import DIM, make_classes
@@ -21,13 +24,24 @@ def setup():
     return base, head_fingerprint(base, BACKBONE), X, y
 
 
-def enroll(base, state, fingerprint, X, label):
-    head = base.with_deltas([e.delta for e in state.active(fingerprint)]).enroll(X, label)
+def jpeg(seed, size=160):
+    """A noisy JPEG thumbnail as the input stage makes them (noise: the hardest to keep small)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def enroll(base, state, fingerprint, X, label, thumbnails=None):
+    """``state`` plus ``label`` enrolled from ``X``; with ``thumbnails``, as ``Attributor.enroll`` names its exemplars
+    and keeps their thumbnails."""
+    ids = exemplar_ids(label, len(X)) if thumbnails else None
+    head = base.with_deltas([e.delta for e in state.active(fingerprint)]).enroll(X, label, ids=ids)
     r = enrollment_report(base, X, label)
     info = {"display_name": label.upper(), "n_images": len(X), "enrolled_at": "2025-01-02T03:04:05Z",
             "expected_recall": r.expected_recall, "closest_class": r.closest_class,
             "closest_class_share": r.closest_class_share}
-    return state.add(st.Enrollment.from_head(head, label, info), fingerprint)
+    return state.add(st.Enrollment.from_head(head, label, info, thumbnails), fingerprint)
 
 
 @pytest.fixture
@@ -98,6 +112,82 @@ def test_validly_signed_but_malformed_state_is_rejected(setup, visitor):
             (lambda p: p.update(version=99), "unknown format")]:
         with pytest.raises(st.StateError, match=message):
             st.decode(signed(change), fp, DIM)
+
+
+def signed_copy(stored, change):
+    """``stored`` with its payload changed by ``change`` and signed again (validly signed, so only validation can
+    refuse it)."""
+    payload = json.loads(stored["data"])
+    change(payload)
+    data = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return {"data": data, "sig": st._sign(data)}
+
+
+@pytest.fixture
+def pictured(setup, visitor):
+    """``visitor`` plus a third generator ``g5`` enrolled with a thumbnail per image, as the app enrolls."""
+    base, fp, X, y = setup
+    shots = X[y == "g4"][5:11]
+    thumbnails = {i: jpeg(k) for k, i in enumerate(exemplar_ids("g5", len(shots)))}
+    return enroll(base, visitor, fp, shots, "g5", thumbnails)
+
+
+def test_thumbnails_of_enrolled_images_are_kept_small_signed_and_only_for_their_head(setup, pictured):
+    base, fp, _, _ = setup
+    mine = pictured.enrollments[-1]
+    assert mine.delta.ids == tuple(exemplar_ids("g5", 6)) and len(mine.thumbnails) == 6
+    for t in mine.thumbnails:
+        assert len(t) <= st.MAX_THUMBNAIL_BYTES and max(Image.open(io.BytesIO(t)).size) <= st.THUMBNAIL_PX
+    back = st.decode(json.loads(json.dumps(st.encode(pictured))), fp, DIM)
+    assert back.enrollments[-1].thumbnails == mine.thumbnails
+    assert back.thumbnails(fp) == dict(zip(exemplar_ids("g5", 6), mine.thumbnails))  # the ids the head gives them
+    assert base.with_deltas([e.delta for e in back.enrollments]).bank_ids_[-6:] == exemplar_ids("g5", 6)
+    assert back.thumbnails("another head") == {}
+    tampered = json.loads(st.encode(pictured)["data"])
+    tampered["enrollments"][-1]["thumbnails"][0] = base64.b64encode(jpeg(99)).decode()
+    forged = {"data": json.dumps(tampered, sort_keys=True, separators=(",", ":")), "sig": st.encode(pictured)["sig"]}
+    with pytest.raises(st.StateError, match="could not be verified"):
+        st.decode(forged, fp, DIM)
+
+
+def test_malformed_or_oversized_thumbnails_are_refused(setup, pictured):
+    _, fp, _, _ = setup
+    stored = st.encode(pictured)
+    good = json.loads(stored["data"])["enrollments"][-1]["thumbnails"][0]
+    big = base64.b64encode(b"\xff\xd8\xff" + bytes(st.MAX_THUMBNAIL_BYTES)).decode()
+
+    def thumbs(value):
+        return lambda p: p["enrollments"][-1].update(thumbnails=value)
+
+    for change, message in [(thumbs(good), "invalid number of thumbnails"),
+                            (thumbs([good] * 7), "invalid number of thumbnails"),  # more than the 6 exemplars
+                            (thumbs([big]), "invalid thumbnail"),
+                            (thumbs([base64.b64encode(b"<svg onload=x>").decode()]), "invalid thumbnail"),
+                            (thumbs(["not base64!"]), "invalid thumbnail"),
+                            (thumbs([7]), "invalid thumbnail"),
+                            (thumbs(["A" * (st.MAX_THUMBNAIL_CHARS + 4)]), "too large")]:
+        with pytest.raises(st.StateError, match=message):
+            st.decode(signed_copy(stored, change), fp, DIM)
+        assert "not loaded" in st.load_stored(signed_copy(stored, change), fp, DIM).notice
+
+
+def test_an_enrollment_that_would_not_fit_the_stored_limit_is_refused(setup, visitor, monkeypatch):
+    base, fp, X, y = setup
+    monkeypatch.setattr(st, "MAX_STORED_CHARS", len(st.encode(visitor)["data"]) + 1000)
+    thumbnails = {i: jpeg(k) for k, i in enumerate(exemplar_ids("g5", 6))}
+    with pytest.raises(st.StateError, match="too large to keep"):
+        enroll(base, visitor, fp, X[y == "g4"][5:11], "g5", thumbnails)
+
+
+def test_enrollments_stored_before_thumbnails_were_kept_still_load(setup, pictured):
+    """An entry of version 1 as stored before this change (no ``thumbnails``) loads, with no pictures."""
+    base, fp, X, _ = setup
+    old = signed_copy(st.encode(pictured), lambda p: [e.pop("thumbnails") for e in p["enrollments"]])
+    assert json.loads(old["data"])["version"] == 1
+    back = st.decode(old, fp, DIM)
+    assert back.labels == ["g3", "g4", "g5"] and back.thumbnails(fp) == {}
+    same = base.with_deltas([e.delta for e in back.enrollments])
+    assert np.array_equal(same.predict(X), base.with_deltas([e.delta for e in pictured.enrollments]).predict(X))
 
 
 def test_state_for_another_head_is_kept_aside_with_a_notice(setup, visitor):

@@ -114,8 +114,9 @@ def test_nearest_examples_never_leave_an_empty_box():
     ev = evidence(row("dalle3", REASON_KNOWN))
     text = nearest_markdown(ev, pictures=0)
     assert "dalle3: 2023-10-04_0.jpeg (distance 0.00)" in text and "glid3_xl: 7.png, tile 2" in text
-    assert "training images are on the server" in text and "ATTRIBUTION_DATA" in text
-    assert "training images are on the server" not in nearest_markdown(ev, pictures=2)
+    assert "training images when they are on the server" in text and "ATTRIBUTION_DATA" in text
+    assert "thumbnails of the images you enrolled" in text and "not kept" not in text
+    assert "training images when they are on the server" not in nearest_markdown(ev, pictures=2)
     assert "none to show" in nearest_markdown(evidence({**row("dalle3", REASON_KNOWN), "nearest": []}), 0)
     enrolled = evidence({**row("mine", REASON_MATCH), "nearest": [{"label": "mine", "id": "", "distance": 0.5}]})
     assert "mine: an enrolled image (not kept) (distance 0.50)" in nearest_markdown(enrolled, 0)

@@ -50,6 +50,7 @@ class ClassDelta:
     bias: float
     verify_offset: float
     bank: np.ndarray  # (n_exemplars, n_components)
+    ids: tuple[str, ...] = ()  # the exemplars' ids (none: they have no id)
 
 
 class OpenSetHead(BaseHead):
@@ -408,9 +409,10 @@ class OpenSetHead(BaseHead):
         code = self._code(label)
         if label not in self.enrolled_:
             raise ValueError(f"{label!r} is a training class, not an enrolled one")
+        rows = self.bank_labels_ == code
         return ClassDelta(label, np.array(self.class_means_[code]), float(self.class_counts_[code]),
-                          float(self.class_bias_[code]), float(self.verify_offsets_[code]),
-                          np.array(self.bank_[self.bank_labels_ == code]))
+                          float(self.class_bias_[code]), float(self.verify_offsets_[code]), np.array(self.bank_[rows]),
+                          tuple(i for i, r in zip(self.bank_ids_, rows) if r))
 
     def with_deltas(self, deltas: Sequence[ClassDelta]) -> "OpenSetHead":
         """A new head: this one with the classes of ``deltas`` appended in order (this head is unchanged);
@@ -422,13 +424,14 @@ class OpenSetHead(BaseHead):
             mean, rows = np.asarray(delta.mean, np.float64), np.asarray(delta.bank, np.float64)
             if delta.label in head.classes_:
                 raise ValueError(f"class {delta.label!r} is already known")
-            if mean.shape != (dim,) or rows.ndim != 2 or rows.shape[1] != dim:
-                raise ValueError(f"enrollment {delta.label!r} does not fit this head ({dim} dimensions)")
+            if mean.shape != (dim,) or rows.ndim != 2 or rows.shape[1] != dim or len(delta.ids) not in (0, len(rows)):
+                raise ValueError(f"enrollment {delta.label!r} does not fit this head ({dim} dimensions, an id per "
+                                 "exemplar or none)")
             values = np.concatenate([mean, rows.ravel(), [delta.count, delta.bias, delta.verify_offset]])
             if not np.isfinite(values).all() or delta.count < 2:
                 raise ValueError(f"enrollment {delta.label!r} holds invalid values")
             head._append(delta.label, mean, float(delta.count), float(delta.bias), float(delta.verify_offset),
-                         rows, [""] * len(rows))
+                         rows, list(delta.ids) or [""] * len(rows))
         return head
 
     def remove(self, label: str) -> "OpenSetHead":

@@ -24,15 +24,16 @@ READY = "*Results appear here.*"
 
 
 def nearest_gallery(view: Attributor, row: dict[str, Any]) -> list[tuple[Any, str]]:
-    """Thumbnails (PIL images, so no server path reaches the page) of the nearest examples found on this machine,
-    an exact duplicate's own entry left out (it is shown as the duplicate)."""
+    """Thumbnails (PIL images, so no server path reaches the page) of the nearest examples that have a picture: the
+    visitor's own enrolled images from the thumbnails of their enrollments (``view`` carries that visitor's only),
+    others from files on this machine; an exact duplicate's own entry left out (it is shown as the duplicate)."""
     items = []
     for n in evidence(row).nearest:
-        path = view.exemplar_path(n.id) if n.id else None
-        if path is None:
+        picture = view.exemplar_image(n.id)
+        if picture is None:
             continue
         try:
-            im = load_image(path)
+            im = load_image(picture)
         except (ImageDecodeError, OSError):
             continue
         im.thumbnail((THUMBNAIL, THUMBNAIL))
@@ -52,7 +53,7 @@ def _preview(path: str) -> Any:
 def report_file(view: Attributor, items: Sequence[Item], rows: list[dict[str, Any]]) -> str:
     """The HTML report of ``rows`` (file names as the visitor gave them) as a download; its path. Pictures of the
     nearest known examples go in the report of one image only (a batch's would cost a decode each)."""
-    exemplars = view.exemplar_path if len(rows) == 1 else None
+    exemplars = view.exemplar_image if len(rows) == 1 else None
     images = [report_image(path, row, exemplars) for (_, path), row in zip(items, rows)]
     html = render_report(rows, HeadInfo.of(view), images)
     return outbox_file(report_name([name for name, _ in items]), html.encode("utf-8"))

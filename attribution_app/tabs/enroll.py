@@ -59,7 +59,8 @@ def build(shared: Shared) -> Tab:
                 remove_yes = gr.Button("Yes, remove it", variant="stop", elem_id="remove-yes")
                 remove_no = gr.Button("Keep it", elem_id="remove-no")
         with gr.Accordion("Keep or move your enrollments (.zip)", open=False):
-            gr.Markdown("The export holds your enrollments (class statistics, no images), signed by this server; "
+            gr.Markdown("The export holds your enrollments (class statistics and small thumbnails of the images, "
+                        "no originals), signed by this server; "
                         "import it here later or in another browser.")
             with gr.Row():
                 export = gr.DownloadButton("Export my enrollments (.zip)", value=None, interactive=False,
