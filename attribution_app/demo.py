@@ -24,6 +24,8 @@ CSS = """
 table th, table th * { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
 #attr-table :is(th, td, span), #verify-table :is(th, td, span), #enrolled-table :is(th, td, span),
 #zoo-list :is(th, td, span) { font-family: var(--font) !important; }
+#zoo-card :is(th, td) { padding: 2px 8px !important; }
+#zoo-card img { display: inline-block !important; }
 """
 # fonts every system has: nothing is fetched from the network, and bold text is the font's own bold
 THEME = gr.themes.Default(

@@ -72,16 +72,6 @@ def _pct(value: Any) -> str:
     return f"{value:.0%}" if isinstance(value, (int, float)) else "-"
 
 
-def _table(rows: dict[str, Any]) -> str:
-    if not rows:
-        return "Not measured yet."
-    lines = ["| metric | value |", "|---|---|"]
-    for key, value in rows.items():
-        value = _public(value)
-        lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    return "\n".join(lines)
-
-
 def _grid(rows: dict[str, dict[str, Any]], columns: list[tuple[str, str]], first: str) -> str:
     """A Markdown table of shares: one row per key of ``rows``, ``columns`` as ``(key, header)``."""
     lines = [f"| {first} | " + " | ".join(h for _, h in columns) + " |", "|---|" + "---|" * len(columns)]
@@ -215,7 +205,7 @@ def model_card(config: dict[str, Any]) -> str:
     training = config.get("training", {})
     counts = training.get("class_counts", {})
     names = config.get("classes", state.get("classes_", []))
-    classes = "\n".join(f"- `{c}`" + (f" ({counts[c]} images)" if c in counts else "") for c in names)
+    classes = ", ".join(f"`{c}`" + (f" ({counts[c]} images)" if c in counts else "") for c in names)
     metrics = config.get("metrics") or config.get("base_metrics") or {}
     probe = "- "
     if state.get("synthetic_offset_") is not None:
@@ -233,6 +223,6 @@ def model_card(config: dict[str, Any]) -> str:
         name=config.get("name", "attribution-head"), head=head["type"], backbone=backbone.get("id"),
         classes=classes, offset=f"{-state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
         fmr=params.get("false_match_rate", 0.01), summary=plain_summary(metrics), headline=headline_table(metrics),
-        training=_table({k: _public(v) for k, v in training.items() if not isinstance(v, (dict, list))}),
+        training="; ".join(f"{k}: {_public(v)}" for k, v in training.items() if not isinstance(v, (dict, list))),
         base=_enrolled_section(config), details=_details(metrics, config.get("figures", [])),
     )

@@ -55,6 +55,7 @@ def head_summary(base: Attributor | None, state: VisitorState) -> str:
 
 
 FIGURE = re.compile(r"!\[([^\]]*)\]\(([\w.-]+\.png)\)")
+FIGURES_APART = re.compile(r"(<img [^>]*>)\s*\n\s*\n(?=<img )")
 FOLDED_CODE = re.compile(r"<details><summary>(.*?)</summary>\s*```\w*\n(.*?)```\s*</details>", re.S)
 
 
@@ -72,7 +73,8 @@ def head_card(base: Attributor | None) -> str:
         path = Path(base.source) / m.group(2) if base.source else None
         if path is None or not path.is_file():
             return f"*(figure {m.group(2)} is not on this server)*"
-        return f"![{m.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+        data = base64.b64encode(path.read_bytes()).decode()  # half the column wide: the card stays short
+        return f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}" width="49%">'
 
     def folded(m: re.Match) -> str:  # one HTML block: a fenced block would end the <details> in the page's Markdown
         return f"<details><summary>{m.group(1)}</summary><pre>{html.escape(m.group(2))}</pre></details>"
@@ -80,7 +82,8 @@ def head_card(base: Attributor | None) -> str:
     # server paths are scrubbed outside HTML tags only (the scrub would take "</pre>" for a path), and before the
     # figures are inlined (base64 holds slashes)
     parts = re.split(r"(</?[A-Za-z][^>]*>)", FOLDED_CODE.sub(folded, text))
-    return FIGURE.sub(figure, "".join(part if i % 2 else scrub_paths(part) for i, part in enumerate(parts)))
+    card = FIGURE.sub(figure, "".join(part if i % 2 else scrub_paths(part) for i, part in enumerate(parts)))
+    return FIGURES_APART.sub(r"\1 ", card)  # the figures side by side
 
 
 def zoo_rows() -> list[list[Any]]:
