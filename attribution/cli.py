@@ -303,7 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {"pool": args.pool} if args.pool else {}
     backbone = create_backbone(args.backbone, layers=args.layers, device=args.device, **options)
     backbone.set_preprocess(**{k: v for k, v in (("n_crops", args.crops), ("size", args.size)) if v})
-    head = OpenSetHead(n_components=args.n_components, synthetic_probe=True)
+    head = OpenSetHead(n_components=args.n_components, synthetic_probe=True, probe_loss=args.loss)
     cache = None if args.no_cache else FeatureCache(zoo.user_zoo_dir().parent / "features")
     result = train_head(backbone, args.data, head, progress=_progress("features", args.quiet),
                         batch_size=args.batch_size, tiles=parse_tiles(args.tile), augment=args.augment, cache=cache,
@@ -537,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", type=int, default=2,
                    help="changed copies of every image also fitted (re-encoded, resized, cropped; default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the changed copies")
+    p.add_argument("--loss", default="logistic", choices=["logistic", "robust"],
+                   help="synthetic probe loss: logistic regression, or CVaR + AUC with sharpness-aware "
+                        "minimisation (Santosh et al. 2024; measured worse here, see README)")
     p.add_argument("--no-cache", action="store_true", help="do not keep features in the user cache folder")
     p.set_defaults(func=cmd_train)
 

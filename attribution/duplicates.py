@@ -6,8 +6,8 @@ duplicates: the same pixels in any container) and a 256-bit perceptual hash (nea
 re-encoded, resized or lightly edited copy). It is JSON only; heads without it report no duplicates.
 
 Near-duplicate threshold (:data:`~attribution.constants.NEAR_DUPLICATE_DISTANCE`, 20 of 256 bits),
-measured on the 1,031 dev images: re-saving 200 of them as JPEG 95 / 75 / 50 or halving their size
-moves the hash by at most 6 / 10 / 12 / 10 bits for 99 % of them (one near-flat photo, pixel std 5,
+measured on the 1,031 images of the earlier dev set: re-saving 200 of them as JPEG 95 / 75 / 50 or halving
+their size moves the hash by at most 6 / 10 / 12 / 10 bits for 99 % of them (one near-flat photo, pixel std 5,
 moves 32-72 bits: such images are missed, not confused); the closest two different images are 32 bits
 apart (two GLID-3-XL samples of one seed), two DALL-E 3 images of one day and prompt at least 98 (180
 pairs), while the two true copies in the set (one camera photo under two names, one test photo in two

@@ -51,10 +51,10 @@ def make_image(path: Path, seed: int = 0, size: int = 64, fmt: str = "PNG") -> P
     return path
 
 
-def spectra_head(root: Path) -> Path:
+def spectra_head(root: Path, *options: str) -> Path:
     """A tiny head on the weight-free residual spectra, trained by the CLI (seconds) on made-up classes under
     ``root / "data"`` (``real`` and ``gen_a`` 256 px, ``gen_b`` 128 px, so its spectrum differs; 12 each, named by
-    seed), with its duplicate index; returns its folder ``root / "head"``."""
+    seed), with its duplicate index and any further ``train`` ``options``; returns its folder ``root / "head"``."""
     import subprocess
     import sys
 
@@ -64,7 +64,8 @@ def spectra_head(root: Path) -> Path:
             make_image(root / "data" / label / f"{s}.png", seed=s, size=128 if label == "gen_b" else 256)
     subprocess.run([sys.executable, "-m", "attribution", "train", "--backbone", "residual_spectra", "--data",
                     str(root / "data"), "--out", str(root / "head"), "--crops", "1", "--n-components", "8",
-                    "--augment", "0", "--quiet", "--no-cache"], cwd=REPO, check=True, capture_output=True, timeout=600)
+                    "--augment", "0", "--quiet", "--no-cache", *options],
+                   cwd=REPO, check=True, capture_output=True, timeout=600)
     return root / "head"
 
 
