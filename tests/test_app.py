@@ -238,6 +238,19 @@ def test_enroll_then_verify_in_one_client_session(server, images, app_home):
                         "false_match_rate_at_score"}
     assert ver["match"] == (ver["score"] > 0) and ver["threshold"] == 0.0 and ver["false_match_rate"] == 0.01
     assert 0 < ver["false_match_rate_at_score"] <= 1 and ver["method"] == "blackbox"
+    matched = set()
+    for path in [images["mine"][5], *images["gen_a"], *images["real"]]:  # Attribute and Verify agree (one session)
+        ver = client.predict("test_gen_1", handle_file(str(path)), api_name="/verify")
+        matched.add(ver["match"])
+        row = client.predict(handle_file(str(path)), api_name="/attribute")
+        if ver["match"]:  # a match makes it synthetic; the class furthest above its threshold is named
+            assert row["label"] != "real" and row.get("class_match"), (path.name, row)
+            if row["class_match"]["class"] == "test_gen_1":
+                assert row["class_match"]["score"] - row["class_match"]["threshold"] == pytest.approx(ver["score"],
+                                                                                                      abs=1e-4)
+        else:
+            assert (row.get("class_match") or {}).get("class") != "test_gen_1", (path.name, row)
+    assert matched == {True, False}  # both sides of the agreement were seen
     with pytest.raises(Exception, match="already known"):
         client.predict("Test Gen 1", files, api_name="/enroll")
     assert_no_server_path([result, out, ver], app_home)
