@@ -44,3 +44,14 @@ def test_python_snippet_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "my-zoo" / "with-my-generator" / "config.json").is_file()
     assert "false_match_rate_at_score" in proc.stdout
+
+
+def test_the_readme_opens_with_the_two_commands_that_ci_runs():
+    """The first block: ``make app`` and ``make test``; both are Makefile targets (a dry run resolves them), and
+    CI runs the second."""
+    commands = [line.split("#")[0].strip() for line in block("## Install, run, test", "bash").splitlines()]
+    assert [c for c in commands if c] == ["make app", "make test"]
+    for target in ("app", "test"):
+        dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0 and ("app.py" if target == "app" else "pytest") in dry.stdout, dry.stderr
+    assert re.search(r"^make test$", (REPO / ".ci" / "run").read_text(), re.M)
