@@ -19,7 +19,6 @@ import base64
 import datetime
 import html
 import importlib.metadata
-import io
 import os
 import re
 import tomllib
@@ -34,7 +33,7 @@ from .enrollment import head_fingerprint
 from .evidence import Evidence, evidence
 from .heads.card import HEADLINE, plain_summary
 from .provenance import disagreement_text, provenance_column
-from .transform import ImageDecodeError, ImageInput, decode_image
+from .transform import ImageDecodeError, ImageInput, decode_image, thumbnail_jpeg
 
 if TYPE_CHECKING:
     from .pipeline import Attributor
@@ -127,20 +126,6 @@ def tool_version() -> str:
             return "unknown"
 
 
-def thumbnail_jpeg(image: Image.Image, size: int, max_bytes: int = MAX_THUMBNAIL_BYTES, quality: int = 85) -> bytes:
-    """JPEG bytes of ``image`` fitted in ``size`` px at ``quality``, at most ``max_bytes`` (lower quality, down to
-    40, then smaller, until it fits)."""
-    image = image.convert("RGB")
-    image.thumbnail((size, size))
-    while True:
-        for q in range(quality, 39, -15):
-            buf = io.BytesIO()
-            image.save(buf, format="JPEG", quality=q)
-            if buf.tell() <= max_bytes:
-                return buf.getvalue()
-        image.thumbnail((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)))
-
-
 def report_image(source: ImageInput, row: dict[str, Any],
                  exemplar_image: Callable[[str], ImageInput | None] | None = None) -> ReportImage:
     """Thumbnail and perceptual hash of ``source`` (the input of ``row``) and thumbnails of the row's nearest
@@ -156,10 +141,10 @@ def report_image(source: ImageInput, row: dict[str, Any],
         if picture is None:
             continue
         try:
-            neighbours[n["id"]] = thumbnail_jpeg(decode_image(picture).frames[0], NEIGHBOUR_PX)
+            neighbours[n["id"]] = thumbnail_jpeg(decode_image(picture).frames[0], NEIGHBOUR_PX, MAX_THUMBNAIL_BYTES)
         except (ImageDecodeError, OSError):
             continue
-    return ReportImage(thumbnail_jpeg(frame, THUMBNAIL_PX), perceptual_hash(frame), neighbours)
+    return ReportImage(thumbnail_jpeg(frame, THUMBNAIL_PX, MAX_THUMBNAIL_BYTES), perceptual_hash(frame), neighbours)
 
 
 # ------------------------------------------------------------------------------------------ rendering

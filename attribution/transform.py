@@ -237,13 +237,18 @@ def _bit_depth(im: Image.Image) -> int:
     return 16 if im.mode.startswith("I;16") or any(";16" in r for r in raw) else 8
 
 
-def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
-    """JPEG bytes (quality 85) of ``image`` scaled down to fit ``size`` x ``size`` px."""
-    small = image.copy()
+def thumbnail_jpeg(image: Image.Image, size: int, max_bytes: int | None = None, quality: int = 85) -> bytes:
+    """JPEG bytes of ``image`` scaled down to fit ``size`` x ``size`` px at ``quality``; with ``max_bytes``, at
+    most that many bytes (lower quality, down to 40, then smaller, until it fits)."""
+    small = image.convert("RGB")
     small.thumbnail((size, size))
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    while True:
+        for q in range(quality, 39, -15) if max_bytes else (quality,):
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=q)
+            if max_bytes is None or buf.tell() <= max_bytes:
+                return buf.getvalue()
+        small.thumbnail((max(1, small.width * 3 // 4), max(1, small.height * 3 // 4)))
 
 
 FEW_COLOURS = 1024  # at most this many distinct colours: a palette or posterised image

@@ -35,7 +35,7 @@ import numpy as np
 
 from attribution import ClassDelta, OpenSetHead, load_image, normalize_label
 from attribution.head_folder import exemplar_ids
-from attribution.report import thumbnail_jpeg
+from attribution.transform import thumbnail_jpeg
 
 from .settings import MAX_ENROLL_IMAGES, SECRET_ENV
 

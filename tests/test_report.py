@@ -15,8 +15,8 @@ from PIL import Image
 from attribution import Attributor
 from attribution.caveats import caveat
 from attribution.heads.decision import REASON_EXACT
-from attribution.report import (MAX_THUMBNAIL_BYTES, HeadInfo, render_report, report_image, thumbnail_jpeg,
-                                tool_version)
+from attribution.report import MAX_THUMBNAIL_BYTES, HeadInfo, render_report, report_image, tool_version
+from attribution.transform import thumbnail_jpeg
 from conftest import EXACT, REPO, make_image, predict_row as row, spectra_head
 from test_caveats import METRICS
 
@@ -70,7 +70,7 @@ def test_the_report_renders_offline_from_the_json_rows_alone():
 def test_thumbnails_are_inlined_with_a_size_cap(tmp_path):
     rng = np.random.default_rng(0)
     noisy = Image.fromarray(rng.integers(0, 256, (2000, 3000, 3), dtype=np.uint8))  # incompressible
-    assert len(thumbnail_jpeg(noisy, 320)) <= MAX_THUMBNAIL_BYTES
+    assert len(thumbnail_jpeg(noisy, 320, MAX_THUMBNAIL_BYTES)) <= MAX_THUMBNAIL_BYTES
     path = tmp_path / "photo.png"
     noisy.save(path)
     image = report_image(path, json_rows()[0])
