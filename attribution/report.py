@@ -64,7 +64,7 @@ th { color: var(--muted); font-weight: 600; width: 32%; }
 .duplicate { font-weight: 700; background: var(--soft); padding: 0.2em 0.4em; list-style: none; margin-left: -1em; }
 .caveat { font-style: italic; }
 .neighbours { display: flex; flex-wrap: wrap; gap: 0.8em; }
-.neighbours figure { margin: 0; width: 120px; font-size: 0.85em; }
+.neighbours figure { margin: 0; width: 120px; font-size: 0.85em; overflow-wrap: anywhere; }
 .neighbours img { max-width: 112px; max-height: 112px; border: 1px solid var(--line); }
 .passed { color: #1f6b2a; font-weight: 600; } .failed { color: #a11d1d; font-weight: 600; }
 @page { size: A4; margin: 14mm; }
@@ -107,11 +107,12 @@ class HeadInfo:
 @dataclass(frozen=True)
 class ReportImage:
     """What a report shows of one input beside its row: a JPEG ``thumbnail``, the perceptual hash ``phash`` and
-    JPEG thumbnails of its nearest known examples that are on this machine (``neighbours``: exemplar id -> bytes)."""
+    JPEG thumbnails of its nearest known examples that are on this machine (``neighbours``: exemplar id -> bytes;
+    ``None`` when they were not looked up, as in the app's report of several images)."""
 
     thumbnail: bytes | None = None
     phash: str | None = None
-    neighbours: dict[str, bytes] = field(default_factory=dict)
+    neighbours: dict[str, bytes] | None = field(default_factory=dict)
 
 
 def tool_version() -> str:
@@ -129,15 +130,17 @@ def tool_version() -> str:
 def report_image(source: ImageInput, row: dict[str, Any],
                  exemplar_image: Callable[[str], ImageInput | None] | None = None) -> ReportImage:
     """Thumbnail and perceptual hash of ``source`` (the input of ``row``) and thumbnails of the row's nearest
-    examples that ``exemplar_image`` finds (e.g. :meth:`attribution.Attributor.exemplar_image`); what cannot be
-    decoded is left out."""
+    examples that ``exemplar_image`` finds (e.g. :meth:`attribution.Attributor.exemplar_image`; ``None``: not looked
+    up); what cannot be decoded is left out."""
     try:
         frame = decode_image(source).frames[0]
     except (ImageDecodeError, OSError):
         return ReportImage()
+    if exemplar_image is None:
+        return ReportImage(thumbnail_jpeg(frame, THUMBNAIL_PX, MAX_THUMBNAIL_BYTES), perceptual_hash(frame), None)
     neighbours = {}
     for n in row.get("nearest") or []:
-        picture = exemplar_image(n["id"]) if exemplar_image and n.get("id") else None
+        picture = exemplar_image(n["id"]) if n.get("id") else None
         if picture is None:
             continue
         try:
@@ -203,12 +206,17 @@ def _nearest(ev: Evidence, image: ReportImage) -> str:
     if not ev.nearest:
         return "<h3>Most similar known examples</h3><p class=\"muted\">None listed (the head keeps no examples, " \
                "or the image is the known example itself).</p>"
+    pictures = image.neighbours or {}
     figures = "".join(
-        "<figure>" + (_img(image.neighbours[n.id], n.caption(), "") if n.id in image.neighbours else "")
+        "<figure>" + (_img(pictures[n.id], n.caption(), "") if n.id in pictures else "")
         + f"<figcaption>{_esc(n.caption())}</figcaption></figure>" for n in ev.nearest)
-    shown = any(n.id in image.neighbours for n in ev.nearest)
-    note = "" if shown else ("<p class=\"muted\">Pictures of the known examples were not available where this "
-                             "report was made (the head's training data folder was not there).</p>")
+    if image.neighbours is None:
+        note = "<p class=\"muted\">Pictures of the known examples are left out of a report of several images.</p>"
+    elif not any(n.id in pictures for n in ev.nearest):
+        note = ("<p class=\"muted\">Pictures of the known examples were not available where this report was made "
+                "(the head's training data folder was not there).</p>")
+    else:
+        note = ""
     return f"<h3>Most similar known examples</h3>{note}<div class=\"neighbours\">{figures}</div>"
 
 

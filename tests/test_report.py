@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -74,8 +75,11 @@ def test_thumbnails_are_inlined_with_a_size_cap(tmp_path):
     path = tmp_path / "photo.png"
     noisy.save(path)
     image = report_image(path, json_rows()[0])
-    assert len(image.phash) == 64 and image.neighbours == {}  # no exemplar folder given: no pictures of them
+    assert len(image.phash) == 64 and image.neighbours is None  # no exemplar look-up given: no pictures of them
     report = render_report(json_rows()[:1], HEAD, [image])
+    assert "left out of a report of several images" in report and "was not there" not in report  # said as it is
+    looked_up = render_report(json_rows()[:1], HEAD, [replace(image, neighbours={})])
+    assert "was not there" in looked_up and "left out of a report" not in looked_up
     assert "http" not in report.lower() and "perceptual hash" in report and image.phash in report
     uris = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', report)
     assert len(uris) == 1 and len(report) < MAX_THUMBNAIL_BYTES * 2 + 30_000
