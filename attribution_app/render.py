@@ -130,13 +130,19 @@ def _why(row: dict[str, Any], names: dict[str, str]) -> str:
 def batch_table(rows: list[dict[str, Any]], names: dict[str, str]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the on-page table: the verdict, the probability of a class where it decided the verdict,
     the synthetic score (when the rows carry one) and why, in words."""
+    def deciding(r: dict[str, Any]) -> float | None:
+        scores = r.get("scores") or {}
+        return scores[r["label"]] if r.get("reason") in PROBABILITY_DECIDED and r.get("label") in scores else None
+
     synthetic = any(r.get("synthetic_score") is not None for r in rows)
-    header = ["file", "verdict", "probability", *(["synthetic score"] if synthetic else []), "why"]
+    probability = any(deciding(r) is not None for r in rows)  # a column only where some row's probability decided
+    header = ["file", "verdict", *(["probability"] if probability else []),
+              *(["synthetic score"] if synthetic else []), "why"]
     table = []
     for r in rows:
-        scores = r.get("scores") or {}
-        decided = r.get("reason") in PROBABILITY_DECIDED and r.get("label") in scores
-        line = [r.get("file"), _verdict_cell(r, names), percent(scores[r["label"]]) if decided else ""]
+        line = [r.get("file"), _verdict_cell(r, names)]
+        if probability:
+            line.append("" if deciding(r) is None else percent(deciding(r)))
         if synthetic:
             line.append(_round(r.get("synthetic_score"), 3))
         line.append(_why(r, names))

@@ -150,6 +150,8 @@ def test_the_batch_table_says_why_in_words_and_the_csv_keeps_the_evidence():
         str(values)
     assert values[1][-1].startswith("This exact image")
     assert [v[2] for v in values] == ["", "", "63.7%"]  # the probability only where it decided
+    header, _ = render.batch_table(rows[:2], {})
+    assert header == ["file", "verdict", "synthetic score", "why"]  # and no empty column when none decided
     header, values = render.csv_table(rows)
     assert header[:4] == ["file", "label", "reason", "confidence"]  # machine-readable codes stay
     cells = dict(zip(header, values[1]))

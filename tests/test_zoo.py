@@ -199,3 +199,12 @@ def test_networks_are_never_listed_or_offered_as_heads(with_kind, user_home):
     with pytest.raises(zoo.ZooError, match="no zoo head named 'nothing'; available: ") as error:
         zoo.load_head("nothing")
     assert "my-network" not in str(error.value)
+
+
+def test_the_shipped_card_names_no_place_on_the_trainers_disk():
+    from attribution.heads.card import model_card
+
+    config = zoo.read_config(zoo.resolve("open-set-efficientnet-lite2"))
+    assert config["training"]["data_root"]  # kept in the config, for finding the pictures of known examples
+    card = model_card(config)
+    assert config["training"]["data_root"] not in card and "data_root" not in card

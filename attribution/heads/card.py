@@ -223,6 +223,7 @@ def model_card(config: dict[str, Any]) -> str:
         name=config.get("name", "attribution-head"), head=head["type"], backbone=backbone.get("id"),
         classes=classes, offset=f"{-state.get('offset_', float('nan')):.4f}", accept=params.get("accept_rate", 0.95),
         fmr=params.get("false_match_rate", 0.01), summary=plain_summary(metrics), headline=headline_table(metrics),
-        training="; ".join(f"{k}: {_public(v)}" for k, v in training.items() if not isinstance(v, (dict, list))),
+        training="; ".join(f"{k}: {_public(v)}" for k, v in training.items()
+                           if not isinstance(v, (dict, list)) and k != "data_root"),  # a place on the trainer's disk
         base=_enrolled_section(config), details=_details(metrics, config.get("figures", [])),
     )
