@@ -213,8 +213,10 @@ def model_card(config: dict[str, Any]) -> str:
                  f"**{state['real_offset_']:.4f}** the label is `real`, from **{state['synthetic_offset_']:.4f}** on the "
                  f"image is synthetic, in between `uncertain` (stated rates: {params.get('real_false_rate', 0.05):.0%} of "
                  f"held-out kinds of real photo called generated, {params.get('synthetic_miss_rate', 0.05):.0%} of "
-                 f"held-out generators' images called real). A generator class whose verification score passes its "
-                 f"threshold also answers it.\n- If synthetic, which known generator? ")
+                 "held-out generators' images called real"
+                 + ("; whether they held is checked under 'Stated rates' below" if metrics.get("rate_checks") else "")
+                 + "). A generator class whose verification score passes its threshold also answers it.\n"
+                 "- If synthetic, which known generator? ")
     match = ("" if not state.get("real_sources_") else
              f"and raised so that all classes together match at most {params.get('match_real_rate', 0.01):.1%} of real "
              "photos from sources the head never saw (a match makes the image synthetic).")
